@@ -1,0 +1,94 @@
+//! Store configuration.
+
+use crate::format::MAX_CHUNK_LEN;
+use crate::{Error, Result};
+
+/// How chunks are compressed in segments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Compression {
+    /// Store chunks as they are (default: state values are often already dense, and the
+    /// checkpoint path is latency-bound).
+    #[default]
+    None,
+    /// LZ4 block compression; a chunk that does not shrink is stored as is.
+    Lz4,
+}
+
+/// Options for [`crate::Store::open_with`]. Build with [`Options::new`] and the setters.
+///
+/// | option | default | meaning |
+/// | --- | --- | --- |
+/// | [`chunk_target_bytes`](Options::chunk_target_bytes) | 64 KiB | typical chunk size; boundaries depend on keys, so equal content makes equal chunks |
+/// | [`sync`](Options::sync) | `true` | fsync files and directories (turn off only in tests: a crash may then lose committed checkpoints) |
+/// | [`compression`](Options::compression) | [`Compression::None`] | chunk compression in segments |
+/// | [`create_if_missing`](Options::create_if_missing) | `true` | create the store directory if it does not hold a store |
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub(crate) chunk_target_bytes: usize,
+    pub(crate) sync: bool,
+    pub(crate) compression: Compression,
+    pub(crate) create_if_missing: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            chunk_target_bytes: Options::DEFAULT_CHUNK_TARGET_BYTES,
+            sync: true,
+            compression: Compression::None,
+            create_if_missing: true,
+        }
+    }
+}
+
+impl Options {
+    /// Default typical chunk size.
+    pub const DEFAULT_CHUNK_TARGET_BYTES: usize = 64 * 1024;
+    /// Smallest allowed chunk target (tiny chunks let tests reach chunk boundaries with little data).
+    pub const MIN_CHUNK_TARGET_BYTES: usize = 64;
+    /// Largest allowed chunk target; a chunk is cut at twice the target at the latest.
+    pub const MAX_CHUNK_TARGET_BYTES: usize = MAX_CHUNK_LEN / 4;
+
+    /// The defaults (see the table above).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Typical chunk size in bytes, from [`Self::MIN_CHUNK_TARGET_BYTES`] to
+    /// [`Self::MAX_CHUNK_TARGET_BYTES`]; checked by `open`.
+    pub fn chunk_target_bytes(mut self, bytes: usize) -> Self {
+        self.chunk_target_bytes = bytes;
+        self
+    }
+
+    /// Whether to fsync (default `true`). With `false`, checkpoints are not durable.
+    pub fn sync(mut self, sync: bool) -> Self {
+        self.sync = sync;
+        self
+    }
+
+    /// Chunk compression (default none).
+    pub fn compression(mut self, compression: Compression) -> Self {
+        self.compression = compression;
+        self
+    }
+
+    /// Whether `open` creates a store where there is none (default `true`). With `false`,
+    /// opening a path that holds no store fails with [`Error::NotFound`] and writes nothing.
+    pub fn create_if_missing(mut self, create: bool) -> Self {
+        self.create_if_missing = create;
+        self
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        if !(Self::MIN_CHUNK_TARGET_BYTES..=Self::MAX_CHUNK_TARGET_BYTES).contains(&self.chunk_target_bytes) {
+            return Err(Error::InvalidArgument(format!(
+                "chunk_target_bytes {} is outside {}..={}",
+                self.chunk_target_bytes,
+                Self::MIN_CHUNK_TARGET_BYTES,
+                Self::MAX_CHUNK_TARGET_BYTES
+            )));
+        }
+        Ok(())
+    }
+}

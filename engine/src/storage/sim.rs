@@ -1,0 +1,269 @@
+//! A simulated filesystem for tests: it keeps what was written apart from what is durable,
+//! fails the Nth operation on request, and produces the exact image a crash leaves.
+//!
+//! The model follows POSIX on a journaling filesystem such as ext4: file content is durable
+//! after `fsync` of the file; a create, rename or remove is durable after `fsync` of its
+//! directory. Faults are per instance, so tests run in parallel.
+
+use super::{Fs, FsStorage};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// [`crate::storage::Storage`] over a [`SimFs`].
+pub type SimStorage = FsStorage<SimFs>;
+
+/// Which image of the simulated disk a crash leaves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CrashMode {
+    /// Only what was made durable survives: file content fsynced, directory entries whose
+    /// directory was fsynced. The most pessimistic legal outcome.
+    DropUnsynced,
+    /// Everything written reached the disk just before the crash (the most optimistic one).
+    KeepUnsynced,
+    /// Like `KeepUnsynced`, but the last file written keeps only the first `keep` bytes of
+    /// whatever of its content was not yet fsynced (a torn write).
+    TornLastWrite {
+        /// Bytes of the unsynced content that survive.
+        keep: usize,
+    },
+}
+
+#[derive(Clone, Default)]
+struct Inode {
+    data: Vec<u8>,
+    durable: Vec<u8>,
+}
+
+#[derive(Clone, Default)]
+struct State {
+    inodes: Vec<Inode>,
+    /// Directory entries as the running program sees them: path -> inode.
+    names: BTreeMap<String, usize>,
+    /// Directory entries as they would be after a crash.
+    durable_names: BTreeMap<String, usize>,
+    ops: u64,
+    fail_at: Option<u64>,
+    fail_persistent: bool,
+    last_write: Option<usize>,
+    log: Vec<String>,
+    points: BTreeMap<String, u64>,
+}
+
+/// A simulated filesystem. Clones share the same disk.
+#[derive(Clone, Default)]
+pub struct SimFs {
+    state: Arc<Mutex<State>>,
+}
+
+fn dir_of(path: &str) -> &str {
+    path.rsplit_once('/').map_or("", |(d, _)| d)
+}
+
+fn fault_point(op: &str, path: &str) -> String {
+    let class = if path.starts_with("segments/") {
+        "segment"
+    } else if path.starts_with("manifests/") {
+        "manifest"
+    } else if path.starts_with("HEAD") {
+        "head"
+    } else if path.is_empty() || path == "segments" || path == "manifests" {
+        "dir"
+    } else {
+        "other"
+    };
+    format!("{op}:{class}")
+}
+
+impl SimFs {
+    /// An empty disk.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Storage on this disk (sharing it with `self`).
+    pub fn storage(&self) -> SimStorage {
+        FsStorage::new(self.clone())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Count an operation and decide whether it fails.
+    fn op(&self, s: &mut State, op: &str, path: &str) -> io::Result<()> {
+        s.ops += 1;
+        let n = s.ops;
+        let point = fault_point(op, path);
+        s.log.push(format!("{n} {op} {path}"));
+        *s.points.entry(point).or_default() += 1;
+        if let Some(at) = s.fail_at {
+            if n == at || (s.fail_persistent && n > at) {
+                return Err(io::Error::other(format!("injected fault at operation {n} ({op} {path})")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Operations performed so far (reads included).
+    pub fn ops(&self) -> u64 {
+        self.lock().ops
+    }
+
+    /// Every operation so far, one line each: `N op path`.
+    pub fn op_log(&self) -> Vec<String> {
+        self.lock().log.clone()
+    }
+
+    /// How often each fault point (`op:object-class`, e.g. `fsync:segment`) was reached.
+    pub fn fault_points(&self) -> BTreeMap<String, u64> {
+        self.lock().points.clone()
+    }
+
+    /// Make operation number `n` (counting from the next one as `ops() + 1`) fail with an I/O
+    /// error; with `persistent`, every later operation fails too (the disk is gone: a crash).
+    pub fn fail_at(&self, n: u64, persistent: bool) {
+        let mut s = self.lock();
+        s.fail_at = Some(n);
+        s.fail_persistent = persistent;
+    }
+
+    /// Stop injecting faults.
+    pub fn clear_faults(&self) {
+        self.lock().fail_at = None;
+    }
+
+    /// The image a crash right now would leave, as a new independent disk with no faults.
+    pub fn crash_image(&self, mode: CrashMode) -> SimFs {
+        let s = self.lock();
+        let mut inodes = s.inodes.clone();
+        let names = match mode {
+            CrashMode::DropUnsynced => {
+                for i in &mut inodes {
+                    i.data = i.durable.clone();
+                }
+                s.durable_names.clone()
+            }
+            CrashMode::KeepUnsynced => s.names.clone(),
+            CrashMode::TornLastWrite { keep } => {
+                if let Some(inode) = s.last_write.and_then(|i| inodes.get_mut(i)) {
+                    if inode.data != inode.durable {
+                        let keep = keep.min(inode.data.len());
+                        inode.data.truncate(keep);
+                    }
+                }
+                s.names.clone()
+            }
+        };
+        for i in &mut inodes {
+            i.durable = i.data.clone();
+        }
+        let state = State { inodes, durable_names: names.clone(), names, ..State::default() };
+        SimFs { state: Arc::new(Mutex::new(state)) }
+    }
+
+    /// Paths of every file, as the running program sees them.
+    pub fn files(&self) -> Vec<String> {
+        self.lock().names.keys().cloned().collect()
+    }
+
+    /// Content of `path`, as the running program sees it.
+    pub fn file(&self, path: &str) -> Option<Vec<u8>> {
+        let s = self.lock();
+        s.names.get(path).and_then(|&i| s.inodes.get(i)).map(|i| i.data.clone())
+    }
+
+    /// Replace the content of an existing file, durably, without counting an operation: a
+    /// corruption the medium introduced behind the program's back.
+    pub fn corrupt(&self, path: &str, f: impl FnOnce(&mut Vec<u8>)) -> bool {
+        let mut s = self.lock();
+        let Some(&i) = s.names.get(path) else { return false };
+        let Some(inode) = s.inodes.get_mut(i) else { return false };
+        f(&mut inode.data);
+        inode.durable = inode.data.clone();
+        true
+    }
+}
+
+impl Fs for SimFs {
+    fn write_file(&self, path: &str, bytes: &[u8]) -> io::Result<()> {
+        let mut s = self.lock();
+        self.op(&mut s, "write", path)?;
+        let i = s.inodes.len();
+        s.inodes.push(Inode { data: bytes.to_vec(), durable: Vec::new() });
+        s.names.insert(path.to_string(), i);
+        s.last_write = Some(i);
+        Ok(())
+    }
+
+    fn fsync_file(&self, path: &str) -> io::Result<()> {
+        let mut s = self.lock();
+        self.op(&mut s, "fsync", path)?;
+        let i = *s.names.get(path).ok_or(io::ErrorKind::NotFound)?;
+        if let Some(inode) = s.inodes.get_mut(i) {
+            inode.durable = inode.data.clone();
+        }
+        Ok(())
+    }
+
+    fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        let mut s = self.lock();
+        self.op(&mut s, "rename", to)?;
+        let i = s.names.remove(from).ok_or(io::ErrorKind::NotFound)?;
+        s.names.insert(to.to_string(), i);
+        Ok(())
+    }
+
+    fn fsync_dir(&self, dir: &str) -> io::Result<()> {
+        let mut s = self.lock();
+        self.op(&mut s, "fsync_dir", dir)?;
+        let in_dir = |p: &String| dir_of(p) == dir;
+        let volatile: Vec<(String, usize)> =
+            s.names.iter().filter(|(p, _)| in_dir(p)).map(|(p, &i)| (p.clone(), i)).collect();
+        s.durable_names.retain(|p, _| !in_dir(p));
+        s.durable_names.extend(volatile);
+        Ok(())
+    }
+
+    fn remove_file(&self, path: &str) -> io::Result<()> {
+        let mut s = self.lock();
+        self.op(&mut s, "remove", path)?;
+        s.names.remove(path).map(|_| ()).ok_or_else(|| io::ErrorKind::NotFound.into())
+    }
+
+    fn read_at(&self, path: &str, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        let mut s = self.lock();
+        self.op(&mut s, "read", path)?;
+        let i = *s.names.get(path).ok_or(io::ErrorKind::NotFound)?;
+        let data = &s.inodes.get(i).ok_or(io::ErrorKind::NotFound)?.data;
+        let start = usize::try_from(offset).map_err(|_| io::ErrorKind::UnexpectedEof)?;
+        start
+            .checked_add(len)
+            .and_then(|end| data.get(start..end))
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| io::ErrorKind::UnexpectedEof.into())
+    }
+
+    fn file_size(&self, path: &str) -> io::Result<u64> {
+        let mut s = self.lock();
+        self.op(&mut s, "stat", path)?;
+        let i = *s.names.get(path).ok_or(io::ErrorKind::NotFound)?;
+        Ok(s.inodes.get(i).map_or(0, |i| i.data.len() as u64))
+    }
+
+    fn list_dir(&self, dir: &str) -> io::Result<Vec<String>> {
+        let mut s = self.lock();
+        self.op(&mut s, "list", dir)?;
+        let names: BTreeSet<String> = s
+            .names
+            .keys()
+            .filter(|p| dir_of(p) == dir)
+            .map(|p| p.rsplit_once('/').map_or(p.as_str(), |(_, n)| n).to_string())
+            .collect();
+        Ok(names.into_iter().collect())
+    }
+
+    fn location(&self) -> String {
+        "memory".to_string()
+    }
+}

@@ -1,0 +1,81 @@
+//! Helpers shared by cairn's integration tests.
+
+use cairn::storage::SimFs;
+use cairn::{CheckpointView, Options, Result, Store};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Every table's content: table -> key -> value.
+pub type Dump = BTreeMap<String, BTreeMap<Vec<u8>, Vec<u8>>>;
+
+/// A fresh directory under the system temp dir, removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// A new, not yet existing, unique path.
+    pub fn new(tag: &str) -> TempDir {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        TempDir(std::env::temp_dir().join(format!("cairn-test-{tag}-{}-{n}-{nanos}", std::process::id())))
+    }
+
+    /// The path.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Open a store on a simulated disk.
+pub fn sim_store(fs: &SimFs, opts: Options) -> Result<Store> {
+    Store::open_storage(Arc::new(fs.storage()), opts)
+}
+
+/// Options with tiny chunks, so small tests cross many chunk boundaries.
+pub fn tiny_chunks() -> Options {
+    Options::new().chunk_target_bytes(Options::MIN_CHUNK_TARGET_BYTES)
+}
+
+/// The whole working state.
+pub fn dump(store: &Store) -> Result<Dump> {
+    let mut out = Dump::new();
+    for name in store.tables()? {
+        out.insert(name.clone(), store.table(&name)?.iter_all()?.into_iter().collect());
+    }
+    Ok(out)
+}
+
+/// The whole state of a checkpoint.
+pub fn dump_view(view: &CheckpointView) -> Result<Dump> {
+    let mut out = Dump::new();
+    for name in view.tables() {
+        out.insert(name.clone(), view.range(&name, ..)?.into_iter().collect());
+    }
+    Ok(out)
+}
+
+/// The standard 16-byte key: 8-byte big-endian id, then 8 bytes of a hash of it.
+pub fn key16(id: u64) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&id.to_be_bytes());
+    k[8..].copy_from_slice(&blake3::hash(&id.to_le_bytes()).as_bytes()[..8]);
+    k
+}
+
+/// A deterministic 100-byte value for (id, version).
+pub fn value100(id: u64, version: u64) -> [u8; 100] {
+    let mut out = [0u8; 100];
+    let mut h = blake3::Hasher::new();
+    h.update(&id.to_le_bytes());
+    h.update(&version.to_le_bytes());
+    h.finalize_xof().fill(&mut out);
+    out
+}
