@@ -1,0 +1,168 @@
+//! Crash tests on the simulated disk: a crash after every single storage operation of a
+//! checkpoint, of a rollback and of open (recovery itself) leaves, after reopen, exactly the
+//! previous or the new checkpoint; an acknowledged checkpoint is never lost; leftovers of an
+//! interrupted checkpoint never break a later one.
+
+use cairn::storage::{CrashMode, SimFs};
+use cairn::{Error, Result, Store};
+use cairn_tests::{dump, sim_store, tiny_chunks, Dump};
+
+const MODES: [CrashMode; 5] = [
+    CrashMode::DropUnsynced,
+    CrashMode::KeepUnsynced,
+    CrashMode::TornLastWrite { keep: 0 },
+    CrashMode::TornLastWrite { keep: 7 },
+    CrashMode::TornLastWrite { keep: 512 },
+];
+
+/// A start state: `checkpoints` committed checkpoints, then some uncheckpointed writes.
+fn start(fs: &SimFs, checkpoints: u32) -> Result<Store> {
+    let store = sim_store(fs, tiny_chunks())?;
+    let t = store.table("t")?;
+    for c in 0..checkpoints {
+        for i in 0..40u32 {
+            t.put(&(i * 3 + c).to_be_bytes(), format!("v{c}-{i}").as_bytes())?;
+        }
+        t.delete(&(c * 5).to_be_bytes())?;
+        store.checkpoint(format!("c{c}").as_bytes())?;
+    }
+    let u = store.table("u")?;
+    for i in 0..25u32 {
+        u.put(&i.to_le_bytes(), &[i as u8; 20])?;
+        t.put(&(i * 7).to_be_bytes(), b"updated")?;
+    }
+    t.delete(&6u32.to_be_bytes())?;
+    Ok(store)
+}
+
+/// Reopen every crash image of `fs` and check it holds one of `allowed` (and `required` if the
+/// operation was acknowledged); then check the recovered store still verifies and checkpoints.
+fn check_images(fs: &SimFs, allowed: &[&Dump], acked: Option<&Dump>, what: &str) -> Result<usize> {
+    let mut images = 0;
+    for mode in MODES {
+        let image = fs.crash_image(mode);
+        let store = sim_store(&image, tiny_chunks()).unwrap_or_else(|e| panic!("{what}, {mode:?}: reopen failed: {e}"));
+        let state = dump(&store)?;
+        assert!(allowed.contains(&&state), "{what}, {mode:?}: recovered a state that was never committed");
+        if let Some(acked) = acked {
+            assert_eq!(&state, acked, "{what}, {mode:?}: an acknowledged checkpoint was lost");
+        }
+        let report = store.verify()?;
+        assert!(report.is_ok(), "{what}, {mode:?}: verify after recovery: {:?}", report.problems);
+        // Leftovers of the interrupted operation must not disturb the next checkpoint.
+        store.table("t")?.put(b"after", b"crash")?;
+        store.checkpoint(b"after")?;
+        drop(store);
+        let again = sim_store(&image, tiny_chunks())?;
+        assert_eq!(again.table("t")?.get(b"after")?, Some(b"crash".to_vec()), "{what}, {mode:?}");
+        images += 1;
+    }
+    Ok(images)
+}
+
+#[test]
+fn crash_after_every_operation_of_a_checkpoint() -> Result<()> {
+    let mut images = 0;
+    for checkpoints in [0, 2] {
+        // A dry run tells how many operations the checkpoint takes and what it commits.
+        let fs = SimFs::new();
+        let store = start(&fs, checkpoints)?;
+        let before = dump(&sim_store(&fs.crash_image(CrashMode::DropUnsynced), tiny_chunks())?)?;
+        let first = fs.ops();
+        store.checkpoint(b"new")?;
+        let ops = fs.ops() - first;
+        let after = dump(&store)?;
+        assert_ne!(before, after);
+        drop(store);
+
+        for k in 1..=ops + 1 {
+            let fs = SimFs::new();
+            let store = start(&fs, checkpoints)?;
+            fs.fail_at(fs.ops() + k, true);
+            let result = store.checkpoint(b"new");
+            let what = format!("start {checkpoints}, crash before op {k} of {ops}");
+            if result.is_err() {
+                assert!(matches!(store.checkpoint(b"x"), Err(Error::Poisoned(_))), "{what}: not poisoned");
+                assert!(matches!(store.table("t")?.put(b"k", b"v"), Err(Error::Poisoned(_))), "{what}");
+            }
+            let acked = result.is_ok().then_some(&after);
+            images += check_images(&fs, &[&before, &after], acked, &what)?;
+        }
+    }
+    assert!(images > 100, "explored {images} crash images");
+    Ok(())
+}
+
+#[test]
+fn crash_after_every_operation_of_a_rollback() -> Result<()> {
+    let fs = SimFs::new();
+    let store = start(&fs, 3)?;
+    let first = store.checkpoints()?.first().map(|c| c.id).unwrap_or_else(|| panic!("no checkpoint"));
+    let at_head = dump(&sim_store(&fs.crash_image(CrashMode::DropUnsynced), tiny_chunks())?)?;
+    let before_ops = fs.ops();
+    store.rollback(first)?;
+    let rolled = dump(&store)?;
+    let ops = fs.ops() - before_ops;
+    drop(store);
+    for k in 1..=ops + 1 {
+        let fs = SimFs::new();
+        let store = start(&fs, 3)?;
+        fs.fail_at(fs.ops() + k, true);
+        let acked = store.rollback(first).is_ok().then_some(&rolled);
+        check_images(&fs, &[&at_head, &rolled], acked, &format!("rollback, crash before op {k}"))?;
+    }
+    Ok(())
+}
+
+#[test]
+fn crash_after_every_operation_of_recovery() -> Result<()> {
+    // A disk left by a checkpoint interrupted after its segment and manifest were written but
+    // before HEAD moved: recovery must ignore and remove them, and may itself crash anywhere.
+    let fs = SimFs::new();
+    let store = start(&fs, 2)?;
+    let committed = dump(&sim_store(&fs.crash_image(CrashMode::DropUnsynced), tiny_chunks())?)?;
+    let log_start = fs.op_log().len();
+    fs.fail_at(u64::MAX, true);
+    let _ = store.checkpoint(b"x");
+    let head_rename = fs.op_log()[log_start..]
+        .iter()
+        .position(|l| l.contains("rename HEAD"))
+        .unwrap_or_else(|| panic!("the checkpoint never renamed HEAD"));
+    drop(store);
+    // Redo it, crashing just before HEAD is renamed.
+    let fs = SimFs::new();
+    let store = start(&fs, 2)?;
+    fs.fail_at(fs.ops() + head_rename as u64 + 1, true);
+    assert!(store.checkpoint(b"x").is_err());
+    drop(store);
+    let leftovers = fs.crash_image(CrashMode::KeepUnsynced);
+    assert!(leftovers.files().iter().any(|f| f.ends_with(".man")));
+
+    // Dry run of recovery to count its operations.
+    let probe = leftovers.crash_image(CrashMode::KeepUnsynced);
+    drop(sim_store(&probe, tiny_chunks())?);
+    let ops = probe.ops();
+    for k in 1..=ops + 1 {
+        let disk = leftovers.crash_image(CrashMode::KeepUnsynced);
+        disk.fail_at(k, true);
+        let _ = sim_store(&disk, tiny_chunks());
+        check_images(&disk, &[&committed], Some(&committed), &format!("recovery, crash before op {k}"))?;
+    }
+    Ok(())
+}
+
+#[test]
+fn crash_while_creating_a_store() -> Result<()> {
+    let probe = SimFs::new();
+    drop(sim_store(&probe, tiny_chunks())?);
+    for k in 1..=probe.ops() + 1 {
+        let fs = SimFs::new();
+        fs.fail_at(k, true);
+        let _ = sim_store(&fs, tiny_chunks());
+        for mode in MODES {
+            let store = sim_store(&fs.crash_image(mode), tiny_chunks())?;
+            assert!(store.head()?.is_none() && dump(&store)?.is_empty(), "crash before op {k}, {mode:?}");
+        }
+    }
+    Ok(())
+}
