@@ -66,3 +66,8 @@ pub use table::Table;
 pub use typed::TypedTable;
 pub use verify::{Problem, VerifyReport};
 pub use view::CheckpointView;
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

@@ -8,6 +8,8 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod chunk;
+#[doc(hidden)]
+pub mod fuzzing;
 mod head;
 mod ids;
 mod manifest;
