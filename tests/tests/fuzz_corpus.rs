@@ -3,10 +3,13 @@
 
 use std::path::PathBuf;
 
+/// A fuzz entry point: arbitrary bytes in, no panic out.
+type Target = fn(&[u8]);
+
 #[test]
 fn every_corpus_file_decodes_without_panic() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
-    let targets: [(&str, fn(&[u8])); 4] = [
+    let targets: [(&str, Target); 4] = [
         ("chunk", cairn::format::fuzzing::chunk),
         ("segment", cairn::format::fuzzing::segment),
         ("manifest", cairn::format::fuzzing::manifest),

@@ -53,7 +53,8 @@ pub const MAX_MANIFEST_LEN: usize = 64 * 1024 * 1024;
 pub const MAX_SEGMENT_FOOTER_LEN: usize = 64 * 1024 * 1024;
 
 // The largest entry (key, value and two varint headers) must fit in one chunk.
-const _: () = assert!(MAX_KEY_LEN + MAX_VALUE_LEN + 2 * 10 + 1 <= MAX_CHUNK_LEN);
+// (key, value, two varint headers and the kind byte)
+const _: () = assert!(1 + 2 * 10 + MAX_KEY_LEN + MAX_VALUE_LEN <= MAX_CHUNK_LEN);
 
 /// Why a decoder rejected its input. The storage layer attaches the object's name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
