@@ -1,1 +1,171 @@
-fn main() {}
+//! `cairn`: run the demo stream job on a store, and inspect, verify and roll back stores.
+//!
+//! Every command but `demo` opens the store with `create_if_missing(false)`, so a wrong path
+//! creates nothing. Errors are one line on stderr (`error: ...`) and a nonzero exit status:
+//! 1 for an error or a failed verification, 2 for a malformed command line.
+
+mod commands;
+mod demo;
+mod show;
+
+use clap::{Parser, Subcommand};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "cairn",
+    version,
+    about = "Run the cairn demo job, and inspect, verify and roll back cairn stores.",
+    long_about = "Run the cairn demo job, and inspect, verify and roll back cairn stores.\n\n\
+        A store is a directory holding keyed tables and a chain of checkpoints. Every command \
+        except `demo` refuses a directory that holds no store and then changes nothing on disk."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a word-count stream job on a store, resuming from its head checkpoint.
+    #[command(long_about = "Run a word-count stream job on a store, resuming from its head checkpoint.\n\n\
+        The source is a deterministic stream of words (event i is a word derived from i, events \
+        numbered from 0). The job counts words in table \"counts\" (key: the word, value: the count \
+        as a u64 little-endian) and takes a checkpoint whenever the offset (events consumed) reaches a \
+        multiple of --checkpoint-every, with the offset as decimal ASCII as the checkpoint's metadata. \
+        If the store has a head checkpoint, the job restores it and replays the source from its \
+        offset, so a crashed run followed by a rerun ends in the same state as one uninterrupted run.\n\n\
+        At the end it takes a final checkpoint, prints the checkpoint log and a last line \
+        `keys=<n> digest=<hex>`: the number of pairs in the state and an order-independent digest of \
+        them (the lane-wise wrapping sum of blake3 over each pair with its table name).")]
+    Demo {
+        /// Store directory; created if it does not exist.
+        #[arg(default_value = "./cairn-data")]
+        dir: PathBuf,
+        /// Number of events in the source: the job stops at this offset.
+        #[arg(long, value_name = "N", default_value_t = 100_000)]
+        events: u64,
+        /// Take a checkpoint whenever the offset reaches a multiple of N.
+        #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+        checkpoint_every: u64,
+        /// Simulate a crash: abort the process after processing N events in this run (counted from
+        /// where this run started) without a final checkpoint; a periodic checkpoint due at that very
+        /// event is taken first. If N exceeds the events left, the run completes normally.
+        #[arg(long, value_name = "N")]
+        crash_after: Option<u64>,
+    },
+    /// Print the checkpoints of a store, oldest first, marking the head with `*`.
+    #[command(long_about = "Print the checkpoints of a store, oldest first, one line each: id, parent \
+        (`-` for the first), creation time (UTC), dirty keys written, bytes written (segment, manifest \
+        and HEAD), chunks new and reused, duration, and metadata (quoted text if printable, else 0x and \
+        hex). The head, the checkpoint the working state is based on, is marked with `*`. Branches left \
+        by rollbacks are listed too; follow the parent column to walk one.")]
+    Log {
+        /// Store directory.
+        dir: PathBuf,
+    },
+    /// Read back and verify every committed checkpoint and segment; exit 1 on any problem.
+    #[command(long_about = "Read back and verify every committed checkpoint and segment: HEAD, every \
+        manifest (hash, invariants, parent link), every run and chunk it references, and every chunk of \
+        every segment (blake3). Prints what was checked and each problem by object. Changes nothing; \
+        exits 1 if any problem was found.")]
+    Verify {
+        /// Store directory.
+        dir: PathBuf,
+    },
+    /// Make checkpoint ID the working state and head again (durably).
+    #[command(long_about = "Make checkpoint ID the working state and head again, durably. The next \
+        checkpoint's parent is ID, starting a new branch; the checkpoints after ID on the old branch stay \
+        readable with `cairn get --at`. Writes not yet checkpointed are discarded.")]
+    Rollback {
+        /// Store directory.
+        dir: PathBuf,
+        /// Checkpoint id, as shown by `cairn log`.
+        #[arg(allow_hyphen_values = true)]
+        id: String,
+    },
+    /// Print figures about a store and the number of keys in each table.
+    Stat {
+        /// Store directory.
+        dir: PathBuf,
+    },
+    /// Print the value of KEY in TABLE, from the working state or from a checkpoint.
+    #[command(long_about = "Print the value of KEY in TABLE, from the working state (the head \
+        checkpoint) or, with --at, from any committed checkpoint. A value that is printable UTF-8 is \
+        printed as text; any other value as 0x and hex, and an 8-byte one also as a u64 little-endian \
+        number. Exits 1 if the key has no value.")]
+    Get {
+        /// Store directory.
+        dir: PathBuf,
+        /// Table name.
+        table: String,
+        /// Key, as UTF-8 text (or hex with --hex).
+        key: String,
+        /// Read at checkpoint ID (see `cairn log`) instead of the working state.
+        #[arg(long, value_name = "ID", allow_hyphen_values = true)]
+        at: Option<String>,
+        /// KEY is hex (e.g. 00ff or 0x00ff) rather than text.
+        #[arg(long)]
+        hex: bool,
+    },
+}
+
+/// A failure to report: one line on stderr and exit status 1.
+#[derive(Debug)]
+pub enum CliError {
+    /// Something to say to the user.
+    Message(String),
+    /// Stdout was closed (e.g. piped into `head`): stop quietly.
+    BrokenPipe,
+}
+
+impl From<String> for CliError {
+    fn from(message: String) -> Self {
+        CliError::Message(message)
+    }
+}
+
+impl From<cairn::Error> for CliError {
+    fn from(e: cairn::Error) -> Self {
+        CliError::Message(e.to_string())
+    }
+}
+
+/// Print `text` and a newline on stdout, reporting (rather than panicking on) a closed stdout.
+pub fn emit(text: &str) -> Result<(), CliError> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{text}").and_then(|()| out.flush()).map_err(|e| match e.kind() {
+        std::io::ErrorKind::BrokenPipe => CliError::BrokenPipe,
+        _ => CliError::Message(format!("writing to stdout: {e}")),
+    })
+}
+
+fn run(cli: Cli) -> Result<bool, CliError> {
+    match cli.command {
+        Command::Demo { dir, events, checkpoint_every, crash_after } => {
+            demo::run(&demo::DemoArgs { dir: &dir, events, checkpoint_every, crash_after })?
+        }
+        Command::Log { dir } => commands::log(&dir)?,
+        Command::Verify { dir } => return commands::verify(&dir),
+        Command::Rollback { dir, id } => commands::rollback(&dir, &id)?,
+        Command::Stat { dir } => commands::stat(&dir)?,
+        Command::Get { dir, table, key, at, hex } => {
+            commands::get(&commands::GetArgs { dir: &dir, table: &table, key: &key, hex, at: at.as_deref() })?
+        }
+    }
+    Ok(true)
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) | Err(CliError::BrokenPipe) => ExitCode::FAILURE,
+        Err(CliError::Message(message)) => {
+            // One line, whatever the message holds.
+            eprintln!("error: {}", message.replace(['\n', '\r'], " "));
+            ExitCode::FAILURE
+        }
+    }
+}

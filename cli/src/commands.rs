@@ -1,0 +1,189 @@
+//! The inspection commands: `log`, `verify`, `rollback`, `stat`, `get`. Each opens an existing
+//! store (never creating one) and reports what it found.
+
+use crate::show;
+use crate::{emit, CliError};
+use cairn::{CheckpointId, Options, Store};
+use std::path::Path;
+
+/// Open the store in `dir` without creating anything: a path that holds no store is an error.
+pub fn open_existing(dir: &Path) -> Result<Store, CliError> {
+    Ok(Store::open_with(dir, Options::new().create_if_missing(false))?)
+}
+
+/// A checkpoint id as typed by the user.
+pub fn parse_id(text: &str) -> Result<CheckpointId, CliError> {
+    text.trim().parse::<u64>().map(CheckpointId).map_err(|_| {
+        CliError::from(format!("invalid checkpoint id {text:?}: expected a number as shown by `cairn log`"))
+    })
+}
+
+/// Turn the engine's "not found" for checkpoint `id` into a message naming the ids that exist.
+fn checkpoint_not_found(store: &Store, id: CheckpointId, err: cairn::Error) -> CliError {
+    if !matches!(err, cairn::Error::NotFound(_)) {
+        return err.into();
+    }
+    let existing = match store.checkpoints() {
+        Ok(list) => match (list.first(), list.last()) {
+            (Some(first), Some(last)) => format!("this store has checkpoints {} to {}", first.id, last.id),
+            _ => "this store has no checkpoints yet".to_string(),
+        },
+        Err(e) => format!("listing checkpoints failed too: {e}"),
+    };
+    CliError::from(format!("no checkpoint {id} ({existing})"))
+}
+
+/// `cairn log`.
+pub fn log(dir: &Path) -> Result<(), CliError> {
+    let store = open_existing(dir)?;
+    let head = store.head()?.map(|h| h.id);
+    emit(show::log(&store.checkpoints()?, head).trim_end())
+}
+
+/// `cairn verify`; returns whether everything verified.
+pub fn verify(dir: &Path) -> Result<bool, CliError> {
+    let store = match Store::open_with(dir, Options::new().create_if_missing(false)) {
+        Ok(store) => store,
+        // Opening restores (and verifies) the head checkpoint, so damage it reads stops the open
+        // before `Store::verify` can run: report it as the problem it is.
+        Err(cairn::Error::Corrupted { object, reason }) => {
+            emit(&format!("{}: opening the store restores its head checkpoint, which failed", dir.display()))?;
+            emit(&format!("problem: {object}: {reason}"))?;
+            emit("FAILED: the store cannot be opened, so nothing else was checked")?;
+            return Ok(false);
+        }
+        Err(e @ cairn::Error::UnsupportedVersion { .. }) => {
+            emit(&format!("{}: opening the store failed", dir.display()))?;
+            emit(&format!("problem: {e}"))?;
+            emit("FAILED: the store cannot be opened, so nothing else was checked")?;
+            return Ok(false);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let report = store.verify()?;
+    if store.head()?.is_none() {
+        emit(&format!("{}: no checkpoints yet, nothing to verify", store.location()))?;
+    }
+    emit(&format!(
+        "checked {} checkpoints (manifest, parent link, every run and chunk they reference) and {} segments \
+         ({} chunks, {} bytes re-hashed)",
+        report.checkpoints, report.segments, report.chunks, report.bytes
+    ))?;
+    for p in &report.problems {
+        emit(&format!("problem: {}: {}", p.object, p.reason))?;
+    }
+    if report.is_ok() {
+        emit("ok: no problems")?;
+    } else {
+        let n = report.problems.len();
+        emit(&format!("FAILED: {n} problem{}", if n == 1 { "" } else { "s" }))?;
+    }
+    Ok(report.is_ok())
+}
+
+/// `cairn rollback`.
+pub fn rollback(dir: &Path, id: &str) -> Result<(), CliError> {
+    let id = parse_id(id)?;
+    let store = open_existing(dir)?;
+    let before = store.head()?.map(|h| h.id);
+    let info = store.rollback(id).map_err(|e| checkpoint_not_found(&store, id, e))?;
+    let from = before.map_or_else(|| "no head".to_string(), |b| format!("checkpoint {b}"));
+    emit(&format!("rolled back from {from} to checkpoint {}; it is the head and the working state now", info.id))?;
+    emit(&show::log_header())?;
+    emit(&show::log_line(&info, Some(info.id)))?;
+    emit(&format!(
+        "the next checkpoint will have parent {}; checkpoints after it on the old branch stay readable with \
+         `cairn get --at`",
+        info.id
+    ))
+}
+
+/// `cairn stat`.
+pub fn stat(dir: &Path) -> Result<(), CliError> {
+    let store = open_existing(dir)?;
+    let s = store.stats()?;
+    let head = match store.head()? {
+        Some(h) => format!("{} (metadata {})", h.id, show::bytes_short(&h.metadata, 64)),
+        None => "none".to_string(),
+    };
+    let lines = [
+        format!("store: {}", store.location()),
+        format!("head: {head}"),
+        format!("tables: {}", s.tables),
+        format!("keys: {}", s.keys),
+        format!("dirty_keys: {}", s.dirty_keys),
+        format!("checkpoints: {}", s.checkpoints),
+        format!("segments: {}", s.segments),
+        format!("chunks: {}", s.chunks),
+        format!("head_runs: {}", s.head_runs),
+        format!("bytes_on_disk: {}", s.bytes_on_disk),
+        format!("unreadable_segments: {}", s.unreadable_segments),
+    ];
+    for line in lines {
+        emit(&line)?;
+    }
+    for name in store.tables()? {
+        let keys = store.table(&name)?.len()?;
+        emit(&format!("table {name:?}: {keys} keys"))?;
+    }
+    Ok(())
+}
+
+/// What `cairn get` was asked for.
+pub struct GetArgs<'a> {
+    /// The store directory.
+    pub dir: &'a Path,
+    /// The table.
+    pub table: &'a str,
+    /// The key, as typed.
+    pub key: &'a str,
+    /// Whether `key` is hex.
+    pub hex: bool,
+    /// Read at this checkpoint instead of the working state.
+    pub at: Option<&'a str>,
+}
+
+fn table_list(names: &[String]) -> String {
+    if names.is_empty() {
+        "there are no tables".to_string()
+    } else {
+        format!("tables: {}", names.iter().map(|n| format!("{n:?}")).collect::<Vec<_>>().join(", "))
+    }
+}
+
+/// `cairn get`.
+pub fn get(args: &GetArgs<'_>) -> Result<(), CliError> {
+    let key = if args.hex { show::parse_hex(args.key)? } else { args.key.as_bytes().to_vec() };
+    let at = args.at.map(parse_id).transpose()?;
+    let store = open_existing(args.dir)?;
+    let table = args.table;
+    let (value, place) = match at {
+        Some(id) => {
+            let view = store.at(id).map_err(|e| checkpoint_not_found(&store, id, e))?;
+            let place = format!("checkpoint {id}");
+            let names = view.tables();
+            if !names.iter().any(|n| n == table) {
+                return Err(CliError::from(format!("no table {table:?} in {place} ({})", table_list(&names))));
+            }
+            (view.get(table, &key)?, place)
+        }
+        None => {
+            // `Store::table` would create a missing table, so look it up first.
+            let names = store.tables()?;
+            if !names.iter().any(|n| n == table) {
+                return Err(CliError::from(format!(
+                    "no table {table:?} in the working state ({})",
+                    table_list(&names)
+                )));
+            }
+            (store.table(table)?.get(&key)?, "the working state".to_string())
+        }
+    };
+    match value {
+        Some(v) => emit(&show::value(&v)),
+        None => Err(CliError::from(format!(
+            "no value for key {} in table {table:?} of {place}",
+            show::bytes_short(&key, 64)
+        ))),
+    }
+}
