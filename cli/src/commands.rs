@@ -6,9 +6,15 @@ use crate::{emit, CliError};
 use cairn::{CheckpointId, Options, Store};
 use std::path::Path;
 
-/// Open the store in `dir` without creating anything: a path that holds no store is an error.
+/// Open the store in `dir` for changes, without creating anything: a path that holds no store
+/// is an error.
 pub fn open_existing(dir: &Path) -> Result<Store, CliError> {
     Ok(Store::open_with(dir, Options::new().create_if_missing(false))?)
+}
+
+/// Open the store in `dir` read-only: shared lock, nothing written or removed.
+pub fn open_read_only(dir: &Path) -> Result<Store, CliError> {
+    Ok(Store::open_with(dir, Options::new().read_only(true))?)
 }
 
 /// A checkpoint id as typed by the user.
@@ -35,35 +41,16 @@ fn checkpoint_not_found(store: &Store, id: CheckpointId, err: cairn::Error) -> C
 
 /// `cairn log`.
 pub fn log(dir: &Path) -> Result<(), CliError> {
-    let store = open_existing(dir)?;
+    let store = open_read_only(dir)?;
     let head = store.head()?.map(|h| h.id);
     emit(show::log(&store.checkpoints()?, head).trim_end())
 }
 
-/// `cairn verify`; returns whether everything verified.
+/// `cairn verify`; returns whether everything verified. Works without opening the store, so
+/// damage that would stop an open (a corrupt HEAD, or a chunk the head needs) is reported by
+/// object like any other.
 pub fn verify(dir: &Path) -> Result<bool, CliError> {
-    let store = match Store::open_with(dir, Options::new().create_if_missing(false)) {
-        Ok(store) => store,
-        // Opening restores (and verifies) the head checkpoint, so damage it reads stops the open
-        // before `Store::verify` can run: report it as the problem it is.
-        Err(cairn::Error::Corrupted { object, reason }) => {
-            emit(&format!("{}: opening the store restores its head checkpoint, which failed", dir.display()))?;
-            emit(&format!("problem: {object}: {reason}"))?;
-            emit("FAILED: the store cannot be opened, so nothing else was checked")?;
-            return Ok(false);
-        }
-        Err(e @ cairn::Error::UnsupportedVersion { .. }) => {
-            emit(&format!("{}: opening the store failed", dir.display()))?;
-            emit(&format!("problem: {e}"))?;
-            emit("FAILED: the store cannot be opened, so nothing else was checked")?;
-            return Ok(false);
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let report = store.verify()?;
-    if store.head()?.is_none() {
-        emit(&format!("{}: no checkpoints yet, nothing to verify", store.location()))?;
-    }
+    let report = Store::verify_path(dir)?;
     emit(&format!(
         "checked {} checkpoints (manifest, parent link, every run and chunk they reference) and {} segments \
          ({} chunks, {} bytes re-hashed)",
@@ -100,7 +87,7 @@ pub fn rollback(dir: &Path, id: &str) -> Result<(), CliError> {
 
 /// `cairn stat`.
 pub fn stat(dir: &Path) -> Result<(), CliError> {
-    let store = open_existing(dir)?;
+    let store = open_read_only(dir)?;
     let s = store.stats()?;
     let head = match store.head()? {
         Some(h) => format!("{} (metadata {})", h.id, show::bytes_short(&h.metadata, 64)),
@@ -155,7 +142,7 @@ fn table_list(names: &[String]) -> String {
 pub fn get(args: &GetArgs<'_>) -> Result<(), CliError> {
     let key = if args.hex { show::parse_hex(args.key)? } else { args.key.as_bytes().to_vec() };
     let at = args.at.map(parse_id).transpose()?;
-    let store = open_existing(args.dir)?;
+    let store = open_read_only(args.dir)?;
     let table = args.table;
     let (value, place) = match at {
         Some(id) => {
@@ -167,17 +154,16 @@ pub fn get(args: &GetArgs<'_>) -> Result<(), CliError> {
             }
             (view.get(table, &key)?, place)
         }
-        None => {
-            // `Store::table` would create a missing table, so look it up first.
-            let names = store.tables()?;
-            if !names.iter().any(|n| n == table) {
+        None => match store.existing_table(table)? {
+            Some(t) => (t.get(&key)?, "the working state".to_string()),
+            None => {
+                let names = store.tables()?;
                 return Err(CliError::from(format!(
                     "no table {table:?} in the working state ({})",
                     table_list(&names)
                 )));
             }
-            (store.table(table)?.get(&key)?, "the working state".to_string())
-        }
+        },
     };
     match value {
         Some(v) => emit(&show::value(&v)),

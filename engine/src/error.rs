@@ -60,6 +60,9 @@ pub enum Error {
     /// Drop the store and open it again to recover the latest committed checkpoint.
     #[error("store is poisoned by an earlier durability failure ({0}); reopen it")]
     Poisoned(String),
+    /// The store was opened with [`crate::Options::read_only`] and cannot be changed.
+    #[error("store is open read-only")]
+    ReadOnly,
     /// The store has been closed.
     #[error("store is closed")]
     Closed,

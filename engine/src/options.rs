@@ -22,12 +22,14 @@ pub enum Compression {
 /// | [`sync`](Options::sync) | `true` | fsync files and directories (turn off only in tests: a crash may then lose committed checkpoints) |
 /// | [`compression`](Options::compression) | [`Compression::None`] | chunk compression in segments |
 /// | [`create_if_missing`](Options::create_if_missing) | `true` | create the store directory if it does not hold a store |
+/// | [`read_only`](Options::read_only) | `false` | open for reading only: shared lock, nothing written or removed |
 #[derive(Clone, Debug)]
 pub struct Options {
     pub(crate) chunk_target_bytes: usize,
     pub(crate) sync: bool,
     pub(crate) compression: Compression,
     pub(crate) create_if_missing: bool,
+    pub(crate) read_only: bool,
 }
 
 impl Default for Options {
@@ -37,6 +39,7 @@ impl Default for Options {
             sync: true,
             compression: Compression::None,
             create_if_missing: true,
+            read_only: false,
         }
     }
 }
@@ -78,6 +81,19 @@ impl Options {
     pub fn create_if_missing(mut self, create: bool) -> Self {
         self.create_if_missing = create;
         self
+    }
+
+    /// Open for reading only (default `false`): the store must exist; the directory lock is
+    /// taken shared, so several read-only openers can inspect a store no writer holds; nothing
+    /// is written or removed (leftovers of an interrupted checkpoint stay, invisible); every
+    /// write, checkpoint and rollback fails with [`Error::ReadOnly`].
+    pub fn read_only(mut self, read_only: bool) -> Self {
+        self.read_only = read_only;
+        self
+    }
+
+    pub(crate) fn creates(&self) -> bool {
+        self.create_if_missing && !self.read_only
     }
 
     pub(crate) fn validate(&self) -> Result<()> {

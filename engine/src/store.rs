@@ -96,11 +96,15 @@ pub(crate) struct Inner {
     next_checkpoint: u64,
     next_segment: u64,
     unreadable_segments: u64,
+    read_only: bool,
     poisoned: Option<String>,
 }
 
 impl Inner {
     pub(crate) fn check_writable(&self) -> Result<()> {
+        if self.read_only {
+            return Err(Error::ReadOnly);
+        }
         match &self.poisoned {
             Some(reason) => Err(Error::Poisoned(reason.clone())),
             None => Ok(()),
@@ -158,7 +162,7 @@ impl Store {
     /// committed checkpoint into memory, verifying every chunk it reads.
     pub fn open_with(dir: impl AsRef<Path>, opts: Options) -> Result<Store> {
         opts.validate()?;
-        let storage = LocalStorage::open(dir.as_ref(), opts.create_if_missing, opts.sync)?;
+        let storage = LocalStorage::open(dir.as_ref(), opts.creates(), opts.sync, opts.read_only)?;
         Store::open_storage(Arc::new(storage), opts)
     }
 
@@ -169,7 +173,7 @@ impl Store {
         match st.read(STORE_MARKER, format::STORE_MARKER_LEN) {
             Ok(bytes) => format::decode_store_marker(&bytes).map_err(|e| Error::from_decode(STORE_MARKER, e))?,
             Err(Error::NotFound(_)) => {
-                if !opts.create_if_missing {
+                if !opts.creates() {
                     return Err(Error::NotFound(format!("no cairn store at {}", st.location())));
                 }
                 if read_head(st)?.is_some() {
@@ -180,7 +184,9 @@ impl Store {
             }
             Err(e) => return Err(e),
         }
-        st.remove_temporaries()?;
+        if !opts.read_only {
+            st.remove_temporaries()?;
+        }
         let head = read_head(st)?;
         let max_checkpoint = head.map_or(0, |h| h.max_checkpoint_id.0);
         let max_segment = head.map_or(0, |h| h.max_segment_id.0);
@@ -192,11 +198,13 @@ impl Store {
         let next_checkpoint = manifests.iter().map(|(id, _)| id.0).chain([max_checkpoint]).max().unwrap_or(0) + 1;
         let next_segment = segments.iter().map(|(id, _)| id.0).chain([max_segment]).max().unwrap_or(0) + 1;
         let mut removed = false;
-        for (_, name) in manifests.iter().filter(|(id, _)| id.0 > max_checkpoint) {
-            removed |= st.delete(name).is_ok();
-        }
-        for (_, name) in segments.iter().filter(|(id, _)| id.0 > max_segment) {
-            removed |= st.delete(name).is_ok();
+        if !opts.read_only {
+            for (_, name) in manifests.iter().filter(|(id, _)| id.0 > max_checkpoint) {
+                removed |= st.delete(name).is_ok();
+            }
+            for (_, name) in segments.iter().filter(|(id, _)| id.0 > max_segment) {
+                removed |= st.delete(name).is_ok();
+            }
         }
         if removed {
             // Best effort: an undeleted leftover stays invisible and is retried next open.
@@ -223,18 +231,39 @@ impl Store {
             }
             base = Some(Base { manifest, hash, manifest_len });
         }
-        let inner =
-            Inner { tables, base, head, chunks, next_checkpoint, next_segment, unreadable_segments, poisoned: None };
+        let inner = Inner {
+            tables,
+            base,
+            head,
+            chunks,
+            next_checkpoint,
+            next_segment,
+            unreadable_segments,
+            read_only: opts.read_only,
+            poisoned: None,
+        };
         Ok(Store { shared: Arc::new(Shared { storage, opts, inner: Mutex::new(inner) }) })
     }
 
     /// The table `name`, created (empty) if it does not exist. A new table becomes durable
-    /// with the next checkpoint. Names are 1 to 255 bytes of UTF-8.
+    /// with the next checkpoint. Names are 1 to 255 bytes of UTF-8. On a read-only store a
+    /// missing table is [`Error::NotFound`].
     pub fn table(&self, name: &str) -> Result<Table> {
         format::validate_table_name(name).map_err(|e| Error::InvalidArgument(e.to_string()))?;
         let mut inner = self.shared.lock()?;
-        inner.tables.tables.entry(name.to_string()).or_default();
+        if !inner.tables.tables.contains_key(name) {
+            if inner.read_only {
+                return Err(Error::NotFound(format!("table {name:?}")));
+            }
+            inner.tables.tables.insert(name.to_string(), TableState::default());
+        }
         Ok(Table::new(self.shared.clone(), name))
+    }
+
+    /// The table `name` if it exists; never creates one.
+    pub fn existing_table(&self, name: &str) -> Result<Option<Table>> {
+        let inner = self.shared.lock()?;
+        Ok(inner.tables.tables.contains_key(name).then(|| Table::new(self.shared.clone(), name)))
     }
 
     /// A typed view of table `name`: keys `K` and values `V` encoded with serde (postcard).
@@ -425,7 +454,19 @@ impl Store {
         let inner = self.shared.lock()?;
         let head = inner.head;
         drop(inner);
-        Ok(crate::verify::verify(self.shared.storage.as_ref(), head))
+        Ok(crate::verify::verify(self.shared.storage.as_ref(), Ok(head)))
+    }
+
+    /// Verify the store in directory `dir` without opening it as a [`Store`]: nothing is
+    /// restored, written or removed, so this works on a store too damaged to open (a corrupt
+    /// HEAD, or a corrupt chunk the head checkpoint needs) and names every bad object. Takes
+    /// the directory's lock shared, like a read-only open.
+    pub fn verify_path(dir: impl AsRef<Path>) -> Result<crate::verify::VerifyReport> {
+        let storage = LocalStorage::open(dir.as_ref(), false, true, true)?;
+        let st: &dyn Storage = &storage;
+        let marker = st.read(STORE_MARKER, format::STORE_MARKER_LEN)?;
+        format::decode_store_marker(&marker).map_err(|e| Error::from_decode(STORE_MARKER, e))?;
+        Ok(crate::verify::verify(st, read_head(st)))
     }
 
     /// Where the store lives (a path, or `memory`).

@@ -42,14 +42,30 @@ impl VerifyReport {
     }
 }
 
-pub(crate) fn verify(st: &dyn Storage, head: Option<Head>) -> VerifyReport {
+/// Verify everything committed under `head` (the HEAD the caller holds, or what reading it
+/// gave). When HEAD itself is unreadable, every object is checked as if committed.
+pub(crate) fn verify(st: &dyn Storage, head: crate::Result<Option<Head>>) -> VerifyReport {
     let mut report = VerifyReport::default();
-    let Some(head) = head else { return report };
-    match version::read_head(st) {
-        Ok(Some(on_disk)) if on_disk == head => {}
-        Ok(_) => report.problem("HEAD", "differs from the HEAD this store committed"),
-        Err(e) => report.problem("HEAD", e),
-    }
+    let head = match head {
+        Ok(None) => return report,
+        Ok(Some(head)) => {
+            match version::read_head(st) {
+                Ok(Some(on_disk)) if on_disk == head => {}
+                Ok(_) => report.problem("HEAD", "differs from the HEAD this store committed"),
+                Err(e) => report.problem("HEAD", e),
+            }
+            head
+        }
+        Err(e) => {
+            report.problem("HEAD", e);
+            Head {
+                current: CheckpointId(0),
+                manifest_hash: format::ManifestHash([0; 32]),
+                max_checkpoint_id: CheckpointId(u64::MAX),
+                max_segment_id: format::SegmentId(u64::MAX),
+            }
+        }
+    };
 
     // Every chunk of every committed segment, re-hashed.
     let mut index = ChunkIndex::default();

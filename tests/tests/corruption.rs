@@ -141,3 +141,31 @@ fn reads_are_bounded_by_options_validation() {
     ));
     assert!(!dir.path().exists(), "invalid options write nothing");
 }
+
+#[test]
+fn verify_path_names_damage_that_stops_open() -> Result<()> {
+    let dir = TempDir::new("verify-path");
+    {
+        let store = Store::open_with(dir.path(), tiny_chunks())?;
+        let t = store.table("t")?;
+        for i in 0..50u32 {
+            t.put(&i.to_be_bytes(), b"some value")?;
+        }
+        store.checkpoint(&[])?;
+    }
+    assert!(Store::verify_path(dir.path())?.is_ok());
+    let seg = dir.path().join("segments/0000000000000001.seg");
+    let mut bytes = std::fs::read(&seg).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+    bytes[40] ^= 0x01;
+    std::fs::write(&seg, &bytes).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+    assert!(matches!(Store::open(dir.path()), Err(Error::Corrupted { .. })), "the head needs that chunk");
+    let report = Store::verify_path(dir.path())?;
+    assert!(report.problems.iter().any(|p| p.object.contains("0000000000000001.seg")), "{:?}", report.problems);
+
+    // A torn HEAD is named too, and everything else is still checked.
+    std::fs::write(dir.path().join("HEAD"), b"torn").map_err(|e| Error::InvalidArgument(e.to_string()))?;
+    let report = Store::verify_path(dir.path())?;
+    assert!(report.problems.iter().any(|p| p.object == "HEAD"), "{:?}", report.problems);
+    assert_eq!(report.segments, 1);
+    Ok(())
+}

@@ -48,3 +48,36 @@ fn a_foreign_directory_is_not_adopted() {
     assert!(matches!(Store::open(dir.path()), Err(Error::InvalidArgument(_))));
     assert_eq!(std::fs::read_dir(dir.path()).map(|d| d.count()).ok(), Some(1));
 }
+
+#[test]
+fn read_only_openers_share_the_store_and_change_nothing() -> Result<()> {
+    let dir = TempDir::new("readonly");
+    {
+        let store = Store::open(dir.path())?;
+        store.table("t")?.put(b"k", b"v")?;
+        store.checkpoint(b"m")?;
+    }
+    // A leftover of an interrupted put, which a writable open would remove.
+    std::fs::write(dir.path().join("segments/0000000000000009.seg.tmp"), b"partial").ok();
+    let ro = || Options::new().read_only(true);
+    let a = Store::open_with(dir.path(), ro())?;
+    let b = Store::open_with(dir.path(), ro())?;
+    assert!(matches!(Store::open(dir.path()), Err(Error::Locked(_))), "a writer waits for readers");
+    assert_eq!(a.table("t")?.get(b"k")?, Some(b"v".to_vec()));
+    assert_eq!(b.head()?.map(|h| h.metadata), Some(b"m".to_vec()));
+    assert!(matches!(a.table("t")?.put(b"k", b"x"), Err(Error::ReadOnly)));
+    assert!(matches!(a.checkpoint(&[]), Err(Error::ReadOnly)));
+    assert!(matches!(a.rollback(cairn::CheckpointId(1)), Err(Error::ReadOnly)));
+    assert!(matches!(a.table("missing"), Err(Error::NotFound(_))));
+    assert!(a.existing_table("missing")?.is_none());
+    assert!(dir.path().join("segments/0000000000000009.seg.tmp").exists(), "read-only removes nothing");
+    drop((a, b));
+    let writer = Store::open(dir.path())?;
+    assert!(matches!(Store::open_with(dir.path(), ro()), Err(Error::Locked(_))), "readers wait for the writer");
+    assert!(!dir.path().join("segments/0000000000000009.seg.tmp").exists(), "a writable open cleans up");
+    drop(writer);
+    let missing = TempDir::new("readonly-missing");
+    assert!(matches!(Store::open_with(missing.path(), ro()), Err(Error::NotFound(_))));
+    assert!(!missing.path().exists());
+    Ok(())
+}

@@ -22,13 +22,13 @@ const LOCK: &str = "LOCK";
 
 impl OsFs {
     /// Open the store directory `root`, creating it (mode 0700) and its subdirectories if
-    /// `create` is set, and take its exclusive lock. With `sync` false, fsyncs are skipped
-    /// (for tests only: nothing is durable then).
+    /// `create` is set, and take its lock: exclusive, or shared with `shared` (read-only
+    /// openers). With `sync` false, fsyncs are skipped (for tests only: nothing is durable then).
     ///
     /// Without `create`, a directory that does not hold a cairn store is refused with
     /// [`Error::NotFound`] before anything is written. With `create`, an existing non-empty
     /// directory that is not a cairn store is refused with [`Error::InvalidArgument`].
-    pub fn open(root: &Path, create: bool, sync: bool) -> Result<OsFs> {
+    pub fn open(root: &Path, create: bool, sync: bool, shared: bool) -> Result<OsFs> {
         let shown = root.display().to_string();
         let is_store = root.join(STORE_MARKER).is_file();
         if !is_store {
@@ -64,7 +64,8 @@ impl OsFs {
             .mode(0o600)
             .open(root.join(LOCK))
             .map_err(|e| Error::io("open", format!("{shown}/{LOCK}"), e))?;
-        match lock.try_lock() {
+        let locked = if shared { lock.try_lock_shared() } else { lock.try_lock() };
+        match locked {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => return Err(Error::Locked(shown)),
             Err(fs::TryLockError::Error(e)) => return Err(Error::io("lock", format!("{shown}/{LOCK}"), e)),
@@ -92,8 +93,8 @@ impl OsFs {
 
 impl LocalStorage {
     /// Open local storage at `root` (see [`OsFs::open`]).
-    pub fn open(root: &Path, create: bool, sync: bool) -> Result<LocalStorage> {
-        Ok(FsStorage::new(OsFs::open(root, create, sync)?))
+    pub fn open(root: &Path, create: bool, sync: bool, shared: bool) -> Result<LocalStorage> {
+        Ok(FsStorage::new(OsFs::open(root, create, sync, shared)?))
     }
 }
 

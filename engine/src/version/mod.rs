@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 /// Read a chunk by hash and verify it (blake3 of the raw bytes must equal its name).
 pub(crate) fn read_chunk(storage: &dyn Storage, index: &ChunkIndex, hash: &ChunkHash) -> Result<Vec<u8>> {
     let loc = index.get(hash).ok_or_else(|| {
-        Error::corrupted(format!("chunk {}", hash.to_hex()), "referenced but stored in no committed segment")
+        Error::corrupted(format!("chunk {}", hash.to_hex()), "referenced, but no committed segment holds it intact")
     })?;
     let name = segment_name(loc.segment);
     let stored = storage.read_range(&name, loc.chunk.offset, loc.chunk.stored_len as usize)?;
