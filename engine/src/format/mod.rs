@@ -158,7 +158,9 @@ impl<'a> Reader<'a> {
         Ok(u64::from_le_bytes(self.array()?))
     }
 
-    /// An unsigned LEB128 varint of at most 10 bytes that fits in a u64.
+    /// An unsigned LEB128 varint of at most 10 bytes that fits in a u64, in its shortest form:
+    /// every value has exactly one encoding, so equal content is always equal bytes (and one
+    /// chunk hash).
     pub(crate) fn varint(&mut self) -> Result<u64, DecodeError> {
         let mut v: u64 = 0;
         for i in 0..10u32 {
@@ -166,6 +168,9 @@ impl<'a> Reader<'a> {
             let low = u64::from(b & 0x7f);
             if i == 9 && b > 1 {
                 return Err(invalid("varint", "overflows u64"));
+            }
+            if i > 0 && b == 0 {
+                return Err(invalid("varint", "overlong encoding (not the shortest form)"));
             }
             v |= low << (7 * i);
             if b & 0x80 == 0 {

@@ -90,6 +90,18 @@ fn varints_round_trip_and_reject_overflow() {
     assert!(Reader::new(&[0x80]).varint().is_err());
 }
 
+/// Regression (found by the `chunk` fuzzer in its first seconds): an overlong varint (`0x80
+/// 0x00` for 0) decoded, so two different byte strings meant the same chunk and a decoded
+/// chunk did not re-encode to its own bytes.
+#[test]
+fn overlong_varints_are_rejected() {
+    assert!(Reader::new(&[0x80, 0x00]).varint().is_err());
+    assert!(Reader::new(&[0xff, 0x00]).varint().is_err());
+    assert_eq!(Reader::new(&[0x80, 0x01]).varint().unwrap(), 128);
+    let overlong_key_len = [ChunkKind::Entries as u8, 0x81, 0x00, 0x00, b'k'];
+    assert!(decode_entries(&overlong_key_len, |_, _| {}).is_err());
+}
+
 #[test]
 fn entries_chunk_is_pinned_and_round_trips() {
     let bytes = sample_entries();
