@@ -45,6 +45,7 @@
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
 mod checkpoint;
+mod compaction;
 mod error;
 pub mod format;
 mod options;
@@ -57,6 +58,7 @@ mod verify;
 mod version;
 mod view;
 
+pub use compaction::{CompactionReport, Retention};
 pub use error::{Error, Result};
 pub use format::{CheckpointId, ChunkHash, SegmentId};
 pub use options::{Compression, Options};

@@ -1,5 +1,6 @@
 //! Store configuration.
 
+use crate::compaction::Retention;
 use crate::format::MAX_CHUNK_LEN;
 use crate::{Error, Result};
 
@@ -23,6 +24,10 @@ pub enum Compression {
 /// | [`compression`](Options::compression) | [`Compression::None`] | chunk compression in segments |
 /// | [`create_if_missing`](Options::create_if_missing) | `true` | create the store directory if it does not hold a store |
 /// | [`read_only`](Options::read_only) | `false` | open for reading only: shared lock, nothing written or removed |
+/// | [`retention`](Options::retention) | keep the last 10 | which checkpoints [`crate::Store::compact`] keeps |
+/// | [`max_runs_per_table`](Options::max_runs_per_table) | 8 | compaction merges a table's runs past this many (restore reads at most this many per table once compacted) |
+/// | [`segment_live_fraction_min`](Options::segment_live_fraction_min) | 0.5 | GC rewrites a segment whose live bytes fall below this fraction |
+/// | [`auto_compact`](Options::auto_compact) | `false` | run [`crate::Store::compact`] after every checkpoint, on the caller's thread |
 #[derive(Clone, Debug)]
 pub struct Options {
     pub(crate) chunk_target_bytes: usize,
@@ -30,6 +35,10 @@ pub struct Options {
     pub(crate) compression: Compression,
     pub(crate) create_if_missing: bool,
     pub(crate) read_only: bool,
+    pub(crate) retention: Retention,
+    pub(crate) max_runs_per_table: usize,
+    pub(crate) segment_live_fraction_min: f64,
+    pub(crate) auto_compact: bool,
 }
 
 impl Default for Options {
@@ -40,6 +49,10 @@ impl Default for Options {
             compression: Compression::None,
             create_if_missing: true,
             read_only: false,
+            retention: Retention::default(),
+            max_runs_per_table: 8,
+            segment_live_fraction_min: 0.5,
+            auto_compact: false,
         }
     }
 }
@@ -92,11 +105,45 @@ impl Options {
         self
     }
 
+    /// Which checkpoints compaction keeps (default: the last 10, plus HEAD, pins and views).
+    pub fn retention(mut self, retention: Retention) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// Most runs a table may have before compaction merges some (default 8, at least 1).
+    pub fn max_runs_per_table(mut self, runs: usize) -> Self {
+        self.max_runs_per_table = runs;
+        self
+    }
+
+    /// Live fraction below which GC rewrites a segment (default 0.5, from 0.0 to 1.0).
+    pub fn segment_live_fraction_min(mut self, fraction: f64) -> Self {
+        self.segment_live_fraction_min = fraction;
+        self
+    }
+
+    /// Compact after every checkpoint (default `false`). Compaction then runs on the
+    /// checkpointing thread, after the checkpoint is committed.
+    pub fn auto_compact(mut self, on: bool) -> Self {
+        self.auto_compact = on;
+        self
+    }
+
     pub(crate) fn creates(&self) -> bool {
         self.create_if_missing && !self.read_only
     }
 
     pub(crate) fn validate(&self) -> Result<()> {
+        if self.max_runs_per_table == 0 {
+            return Err(Error::InvalidArgument("max_runs_per_table must be at least 1".into()));
+        }
+        if !(0.0..=1.0).contains(&self.segment_live_fraction_min) {
+            return Err(Error::InvalidArgument(format!(
+                "segment_live_fraction_min {} is outside 0.0..=1.0",
+                self.segment_live_fraction_min
+            )));
+        }
         if !(Self::MIN_CHUNK_TARGET_BYTES..=Self::MAX_CHUNK_TARGET_BYTES).contains(&self.chunk_target_bytes) {
             return Err(Error::InvalidArgument(format!(
                 "chunk_target_bytes {} is outside {}..={}",

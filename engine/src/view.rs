@@ -26,6 +26,21 @@ impl std::fmt::Debug for CheckpointView {
     }
 }
 
+impl Drop for CheckpointView {
+    fn drop(&mut self) {
+        // Release the hold compaction respects; a poisoned lock means the store is unusable
+        // anyway, so there is nothing to release.
+        if let Ok(mut inner) = self.shared.lock() {
+            if let Some(n) = inner.viewed.get_mut(&self.info.id) {
+                *n -= 1;
+                if *n == 0 {
+                    inner.viewed.remove(&self.info.id);
+                }
+            }
+        }
+    }
+}
+
 impl CheckpointView {
     pub(crate) fn new(shared: Arc<Shared>, manifest: Manifest, manifest_len: u64) -> Self {
         let info = CheckpointInfo::from_manifest(&manifest, manifest_len);

@@ -9,7 +9,7 @@ mod chunker;
 
 use crate::format::{
     self, encode_manifest, encode_run_index_chunk, CheckpointId, ChunkHash, ChunkKind, Codec, Head, Manifest,
-    ManifestHash, ManifestStats, ManifestTable, RunIndex, RunIndexEntry, RunRef, SegmentChunk, SegmentId,
+    ManifestHash, ManifestKind, ManifestStats, ManifestTable, RunIndex, RunIndexEntry, RunRef, SegmentChunk, SegmentId,
     SegmentWriter, HEAD_LEN,
 };
 use crate::options::{Compression, Options};
@@ -45,25 +45,44 @@ pub(crate) struct Persisted {
     pub(crate) head: Head,
     /// The new segment and its chunks, if any chunk was new.
     pub(crate) segment: Option<(SegmentId, Vec<SegmentChunk>)>,
+    /// Stored chunks the manifest references again (a running GC must keep them).
+    pub(crate) reused: Vec<ChunkHash>,
     pub(crate) bytes_written: u64,
+    pub(crate) manifest_len: u64,
 }
 
-/// Builds the segment, deduplicating every chunk against the stored ones and those already in
-/// this segment.
-struct ChunkSink<'a> {
+/// Builds one new segment, deduplicating every chunk against the stored ones and those
+/// already in this segment.
+pub(crate) struct ChunkSink<'a> {
     stored: &'a ChunkIndex,
     segment: SegmentWriter,
     in_segment: HashSet<ChunkHash>,
     codec: Codec,
+    reused: Vec<ChunkHash>,
     new: u64,
-    reused: u64,
 }
 
-impl ChunkSink<'_> {
-    fn add(&mut self, kind: ChunkKind, raw: &[u8]) -> ChunkHash {
+impl<'a> ChunkSink<'a> {
+    pub(crate) fn new(stored: &'a ChunkIndex, segment: SegmentId, opts: &Options) -> Self {
+        let codec = match opts.compression {
+            Compression::None => Codec::None,
+            Compression::Lz4 => Codec::Lz4,
+        };
+        ChunkSink {
+            stored,
+            segment: SegmentWriter::new(segment),
+            in_segment: HashSet::new(),
+            codec,
+            reused: Vec::new(),
+            new: 0,
+        }
+    }
+
+    /// Store `raw` unless a chunk with its hash exists; returns the hash.
+    pub(crate) fn add(&mut self, kind: ChunkKind, raw: &[u8]) -> ChunkHash {
         let hash = ChunkHash::of(raw);
-        if self.stored.contains(&hash) || self.in_segment.contains(&hash) {
-            self.reused += 1;
+        if self.in_segment.contains(&hash) || self.stored.contains(&hash) {
+            self.reused.push(hash);
         } else {
             self.segment.push(hash, kind, raw, self.codec);
             self.in_segment.insert(hash);
@@ -74,7 +93,8 @@ impl ChunkSink<'_> {
 }
 
 /// Sort one table's entries, cut them into chunks, and add the chunks and the run index.
-fn write_run(sink: &mut ChunkSink<'_>, mut entries: CapturedEntries, target: usize) -> Option<RunRef> {
+/// Returns `None` for no entries.
+pub(crate) fn write_run(sink: &mut ChunkSink<'_>, mut entries: CapturedEntries, target: usize) -> Option<RunRef> {
     if entries.is_empty() {
         return None;
     }
@@ -107,11 +127,74 @@ fn write_run(sink: &mut ChunkSink<'_>, mut entries: CapturedEntries, target: usi
     Some(RunRef { index: index_hash, entries: entries.len() as u64, data_bytes, chunks: index.chunks.len() as u64 })
 }
 
-/// Persist a captured dirty set as checkpoint `placement.id` and commit it (HEAD moves last).
+/// A manifest to commit, apart from what the sink wrote.
+pub(crate) struct NewManifest {
+    pub(crate) id: CheckpointId,
+    pub(crate) kind: ManifestKind,
+    pub(crate) parent: Option<(CheckpointId, ManifestHash)>,
+    pub(crate) tables: BTreeMap<String, Vec<RunRef>>,
+    pub(crate) metadata: Vec<u8>,
+    pub(crate) dirty_keys: u64,
+    pub(crate) started: Instant,
+}
+
+/// Write the sink's segment (if it holds any chunk) and the manifest, make both durable, then
+/// move HEAD to the manifest: the commit point. `head` is HEAD before the commit.
 ///
-/// Any error may leave objects of the uncommitted checkpoint behind; they are invisible (their
+/// Any error may leave objects of the uncommitted manifest behind; they are invisible (their
 /// ids are above HEAD's high-water marks) and removed at the next open. The caller poisons the
 /// store on error, since a failed write or fsync leaves the medium in an unknown state.
+pub(crate) fn commit(
+    storage: &dyn Storage,
+    sink: ChunkSink<'_>,
+    new: NewManifest,
+    head: Option<Head>,
+) -> Result<Persisted> {
+    let ChunkSink { segment: writer, new: chunks_new, reused, .. } = sink;
+    let segment_id = writer.id();
+    let mut segment_bytes = 0u64;
+    let mut segment = None;
+    if !writer.is_empty() {
+        let (bytes, chunks) = writer.finish();
+        segment_bytes = bytes.len() as u64;
+        storage.put(&segment_name(segment_id), &bytes)?;
+        segment = Some((segment_id, chunks));
+    }
+    let manifest = Manifest {
+        id: new.id,
+        kind: new.kind,
+        parent: new.parent,
+        created_unix_ms: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
+        stats: ManifestStats {
+            dirty_keys: new.dirty_keys,
+            segment_bytes,
+            chunks_new,
+            chunks_reused: reused.len() as u64,
+            duration_us: new.started.elapsed().as_micros() as u64,
+        },
+        metadata: new.metadata,
+        tables: new.tables.into_iter().map(|(name, runs)| ManifestTable { name, runs }).collect(),
+    };
+    check_manifest_invariants(&manifest).map_err(|reason| Error::corrupted(manifest_name(manifest.id), reason))?;
+    let (manifest_bytes, hash) = encode_manifest(&manifest);
+    storage.put(&manifest_name(manifest.id), &manifest_bytes)?;
+    // The segment and manifest names must be durable before HEAD names them.
+    storage.sync()?;
+
+    let previous = head.map_or((CheckpointId(0), SegmentId(0)), |h| (h.max_checkpoint_id, h.max_segment_id));
+    let head = Head {
+        current: manifest.id,
+        manifest_hash: hash,
+        max_checkpoint_id: previous.0.max(manifest.id),
+        max_segment_id: if segment.is_some() { previous.1.max(segment_id) } else { previous.1 },
+    };
+    storage.commit_head(&format::encode_head(&head))?;
+    let manifest_len = manifest_bytes.len() as u64;
+    let bytes_written = segment_bytes + manifest_len + HEAD_LEN as u64;
+    Ok(Persisted { manifest, hash, head, segment, reused, bytes_written, manifest_len })
+}
+
+/// Persist a captured dirty set as checkpoint `placement.id` on top of its base and commit it.
 pub(crate) fn persist(
     storage: &dyn Storage,
     stored: &ChunkIndex,
@@ -119,18 +202,7 @@ pub(crate) fn persist(
     captured: Captured,
     placement: Placement<'_>,
 ) -> Result<Persisted> {
-    let codec = match opts.compression {
-        Compression::None => Codec::None,
-        Compression::Lz4 => Codec::Lz4,
-    };
-    let mut sink = ChunkSink {
-        stored,
-        segment: SegmentWriter::new(placement.segment),
-        in_segment: HashSet::new(),
-        codec,
-        new: 0,
-        reused: 0,
-    };
+    let mut sink = ChunkSink::new(stored, placement.segment, opts);
     let mut tables: BTreeMap<String, Vec<RunRef>> = BTreeMap::new();
     if let Some((base, _)) = placement.base {
         for t in &base.tables {
@@ -147,45 +219,14 @@ pub(crate) fn persist(
             tables.entry(name).or_default().push(run);
         }
     }
-
-    let mut segment_bytes = 0u64;
-    let mut segment = None;
-    let ChunkSink { segment: writer, new: chunks_new, reused: chunks_reused, .. } = sink;
-    if !writer.is_empty() {
-        let (bytes, chunks) = writer.finish();
-        segment_bytes = bytes.len() as u64;
-        storage.put(&segment_name(placement.segment), &bytes)?;
-        segment = Some((placement.segment, chunks));
-    }
-
-    let manifest = Manifest {
+    let new = NewManifest {
         id: placement.id,
+        kind: ManifestKind::Checkpoint,
         parent: placement.base.map(|(m, h)| (m.id, h)),
-        created_unix_ms: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
-        stats: ManifestStats {
-            dirty_keys,
-            segment_bytes,
-            chunks_new,
-            chunks_reused,
-            duration_us: captured.started.elapsed().as_micros() as u64,
-        },
+        tables,
         metadata: captured.metadata,
-        tables: tables.into_iter().map(|(name, runs)| ManifestTable { name, runs }).collect(),
+        dirty_keys,
+        started: captured.started,
     };
-    check_manifest_invariants(&manifest).map_err(|reason| Error::corrupted(manifest_name(manifest.id), reason))?;
-    let (manifest_bytes, hash) = encode_manifest(&manifest);
-    storage.put(&manifest_name(manifest.id), &manifest_bytes)?;
-    // The segment and manifest names must be durable before HEAD names them.
-    storage.sync()?;
-
-    let previous_max_segment = placement.head.map_or(SegmentId(0), |h| h.max_segment_id);
-    let head = Head {
-        current: manifest.id,
-        manifest_hash: hash,
-        max_checkpoint_id: manifest.id,
-        max_segment_id: if segment.is_some() { placement.segment } else { previous_max_segment },
-    };
-    storage.commit_head(&format::encode_head(&head))?;
-    let bytes_written = segment_bytes + manifest_bytes.len() as u64 + HEAD_LEN as u64;
-    Ok(Persisted { manifest, hash, head, segment, bytes_written })
+    commit(storage, sink, new, placement.head)
 }

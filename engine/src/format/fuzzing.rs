@@ -45,10 +45,13 @@ pub fn manifest(data: &[u8]) {
     }
 }
 
-/// Decode HEAD and the store marker.
+/// Decode HEAD, PINS and the store marker.
 pub fn head(data: &[u8]) {
     if let Ok(h) = decode_head(data) {
         assert!(encode_head(&h).as_slice() == data, "HEAD does not re-encode to its bytes");
+    }
+    if let Ok(pins) = decode_pins(data) {
+        assert!(encode_pins(&pins) == data, "PINS does not re-encode to its bytes");
     }
     let _ = decode_store_marker(data);
 }

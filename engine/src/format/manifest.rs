@@ -66,11 +66,26 @@ pub struct ManifestTable {
     pub runs: Vec<RunRef>,
 }
 
+/// What made a manifest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ManifestKind {
+    /// A checkpoint of the working state.
+    #[default]
+    Checkpoint,
+    /// A compaction of its parent: the same tables, content and metadata, in fewer runs.
+    Compaction,
+}
+
+/// Manifest header flag: made by compaction.
+const FLAG_COMPACTION: u16 = 1;
+
 /// A decoded manifest.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Manifest {
     /// This checkpoint.
     pub id: CheckpointId,
+    /// What made it.
+    pub kind: ManifestKind,
     /// The parent checkpoint and its manifest hash; `None` for the first checkpoint.
     pub parent: Option<(CheckpointId, ManifestHash)>,
     /// Wall-clock time of the checkpoint, milliseconds since the Unix epoch.
@@ -125,7 +140,11 @@ pub fn encode_manifest(m: &Manifest) -> (Vec<u8>, ManifestHash) {
     let mut out = Vec::with_capacity(MANIFEST_HEADER_LEN + body.len() + HASH_LEN);
     out.extend_from_slice(MANIFEST_MAGIC);
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    out.extend_from_slice(&0u16.to_le_bytes());
+    let flags = match m.kind {
+        ManifestKind::Checkpoint => 0,
+        ManifestKind::Compaction => FLAG_COMPACTION,
+    };
+    out.extend_from_slice(&flags.to_le_bytes());
     out.extend_from_slice(&(body.len() as u32).to_le_bytes());
     out.extend_from_slice(&body);
     let hash = *blake3::hash(&out).as_bytes();
@@ -141,9 +160,11 @@ pub fn decode_manifest(bytes: &[u8]) -> Result<(Manifest, ManifestHash), DecodeE
     let mut r = Reader::new(bytes);
     r.magic(MANIFEST_MAGIC, "CAIRNMAN")?;
     r.version()?;
-    if r.u16()? != 0 {
-        return Err(invalid("manifest header", "reserved bytes are not zero"));
-    }
+    let kind = match r.u16()? {
+        0 => ManifestKind::Checkpoint,
+        FLAG_COMPACTION => ManifestKind::Compaction,
+        other => return Err(invalid("manifest flags", format!("unknown flags {other:#x}"))),
+    };
     let body_len = r.u32()? as usize;
     // The length is checked against the file before it is trusted: a torn or truncated
     // manifest fails here or at the hash, never later.
@@ -200,5 +221,5 @@ pub fn decode_manifest(bytes: &[u8]) -> Result<(Manifest, ManifestHash), DecodeE
         tables.push(ManifestTable { name, runs });
     }
     r.finish("manifest")?;
-    Ok((Manifest { id, parent, created_unix_ms, stats, metadata, tables }, hash))
+    Ok((Manifest { id, kind, parent, created_unix_ms, stats, metadata, tables }, hash))
 }

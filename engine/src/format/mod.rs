@@ -13,6 +13,7 @@ pub mod fuzzing;
 mod head;
 mod ids;
 mod manifest;
+mod pins;
 mod segment;
 #[cfg(test)]
 mod tests;
@@ -25,8 +26,10 @@ pub use chunk::{
 pub use head::{decode_head, decode_store_marker, encode_head, encode_store_marker, Head, HEAD_LEN, STORE_MARKER_LEN};
 pub use ids::{CheckpointId, ChunkHash, SegmentId};
 pub use manifest::{
-    decode_manifest, encode_manifest, validate_table_name, Manifest, ManifestHash, ManifestStats, ManifestTable, RunRef,
+    decode_manifest, encode_manifest, validate_table_name, Manifest, ManifestHash, ManifestKind, ManifestStats,
+    ManifestTable, RunRef,
 };
+pub use pins::{decode_pins, encode_pins, Pin};
 pub use segment::{
     decode_segment, decode_segment_footer, decode_segment_header, decode_segment_trailer, segment_chunk_bytes, Codec,
     SegmentChunk, SegmentTrailer, SegmentWriter, SEGMENT_HEADER_LEN, SEGMENT_TRAILER_LEN,
@@ -34,7 +37,7 @@ pub use segment::{
 
 /// The on-disk format version written by this build and the only one it reads.
 /// A change to any byte layout bumps this, `format-spec.md` and the fixtures together.
-pub const FORMAT_VERSION: u16 = 1;
+pub const FORMAT_VERSION: u16 = 2;
 
 /// Largest key, in bytes.
 pub const MAX_KEY_LEN: usize = 64 * 1024;
@@ -45,7 +48,11 @@ pub const MAX_VALUE_LEN: usize = 16 * 1024 * 1024;
 pub const MAX_CHUNK_LEN: usize = 32 * 1024 * 1024;
 /// Largest user metadata attached to one checkpoint, in bytes.
 pub const MAX_METADATA_LEN: usize = 1024 * 1024;
-/// Longest table name, in bytes (UTF-8).
+/// Most pinned checkpoints.
+pub const MAX_PINS: usize = 4096;
+/// Largest PINS object: the bound on the allocation made while reading it.
+pub const MAX_PINS_LEN: usize = 64 + MAX_PINS * (8 + 2 + MAX_TABLE_NAME_LEN) + 32;
+/// Longest table name, in bytes (UTF-8); also the longest pin name.
 pub const MAX_TABLE_NAME_LEN: usize = 255;
 /// Largest manifest, in bytes: the bound on the allocation made while reading one.
 pub const MAX_MANIFEST_LEN: usize = 64 * 1024 * 1024;

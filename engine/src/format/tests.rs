@@ -1,4 +1,4 @@
-//! Format tests: pinned bytes of every encoder (fixtures in `engine/fixtures/v1/`), round trips,
+//! Format tests: pinned bytes of every encoder (fixtures in `engine/fixtures/v2/`), round trips,
 //! and rejection of every truncation and every flipped byte where a check covers it.
 //!
 //! A deliberate format change: bump `FORMAT_VERSION`, update `format-spec.md`, then regenerate
@@ -9,7 +9,7 @@ use super::*;
 use std::path::PathBuf;
 
 fn fixture(name: &str, bytes: &[u8]) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/v1").join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/v2").join(name);
     if std::env::var_os("CAIRN_BLESS").is_some() {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, bytes).unwrap();
@@ -42,6 +42,7 @@ fn sample_run_index() -> RunIndex {
 fn sample_manifest() -> Manifest {
     Manifest {
         id: CheckpointId(5),
+        kind: ManifestKind::Compaction,
         parent: Some((CheckpointId(4), ManifestHash([3; 32]))),
         created_unix_ms: 1_700_000_000_000,
         stats: ManifestStats { dirty_keys: 3, segment_bytes: 400, chunks_new: 2, chunks_reused: 1, duration_us: 1234 },
@@ -184,13 +185,43 @@ fn head_is_pinned_and_rejects_every_flip() {
 }
 
 #[test]
+fn manifest_with_unknown_flags_is_rejected() {
+    let (mut bytes, _) = encode_manifest(&sample_manifest());
+    bytes[10] = 0x02;
+    assert!(decode_manifest(&bytes).is_err());
+}
+
+#[test]
+fn pins_are_pinned_round_trip_and_reject_every_flip() {
+    let pins = vec![
+        Pin { id: CheckpointId(3), name: "before-deploy".into() },
+        Pin { id: CheckpointId(9), name: "nightly".into() },
+    ];
+    let bytes = encode_pins(&pins);
+    fixture("PINS", &bytes);
+    assert_eq!(decode_pins(&bytes).unwrap(), pins);
+    assert_eq!(decode_pins(&encode_pins(&[])).unwrap(), vec![]);
+    for i in 0..bytes.len() {
+        let mut flipped = bytes.clone();
+        flipped[i] ^= 0x08;
+        assert!(decode_pins(&flipped).is_err(), "flip at byte {i} accepted");
+    }
+    for cut in 0..bytes.len() {
+        assert!(decode_pins(&bytes[..cut]).is_err(), "truncation at {cut} accepted");
+    }
+}
+
+#[test]
 fn store_marker_is_pinned() {
     let bytes = encode_store_marker();
     fixture("CAIRN", &bytes);
     decode_store_marker(&bytes).unwrap();
     let mut newer = bytes;
-    newer[8] = 2;
-    assert!(matches!(decode_store_marker(&newer), Err(DecodeError::UnsupportedVersion { found: 2, .. })));
+    newer[8] = 9;
+    assert!(matches!(decode_store_marker(&newer), Err(DecodeError::UnsupportedVersion { found: 9, .. })));
+    let mut older = bytes;
+    older[8] = 1;
+    assert!(matches!(decode_store_marker(&older), Err(DecodeError::UnsupportedVersion { found: 1, .. })));
 }
 
 #[test]

@@ -20,7 +20,7 @@ mod sim;
 
 pub use fs::{Fs, FsStorage};
 pub use names::{
-    manifest_name, parse_manifest_name, parse_segment_name, segment_name, HEAD, MANIFESTS, SEGMENTS, STORE_MARKER,
+    manifest_name, parse_manifest_name, parse_segment_name, segment_name, HEAD, MANIFESTS, PINS, SEGMENTS, STORE_MARKER,
 };
 pub use os::{LocalStorage, OsFs};
 pub use sim::{CrashMode, SimFs, SimStorage};
@@ -38,8 +38,9 @@ pub trait Storage: Send + Sync {
     /// Guarantee: when this returns `Ok`, the object's *content* is durable and the object is
     /// visible under `name` complete (never partially). The *name* itself is durable only after
     /// the next successful [`Storage::sync`]; a crash before that may leave the object absent,
-    /// never torn. Putting a name that already exists replaces it (cairn only does so for an
-    /// object no committed checkpoint references).
+    /// never torn. Putting a name that already exists replaces it atomically: a crash leaves
+    /// the old or the new object, whole (cairn does so only for PINS and for objects no
+    /// committed checkpoint references).
     fn put(&self, name: &str, bytes: &[u8]) -> Result<()>;
 
     /// Make every `put` and `delete` that returned before this call durable.

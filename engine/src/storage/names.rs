@@ -5,6 +5,8 @@ use crate::format::{CheckpointId, SegmentId};
 
 /// The HEAD pointer.
 pub const HEAD: &str = "HEAD";
+/// The pinned savepoints.
+pub const PINS: &str = "PINS";
 /// The store marker, written once when a store is created.
 pub const STORE_MARKER: &str = "CAIRN";
 /// Directory of segments.

@@ -33,11 +33,30 @@ impl ChunkIndex {
         self.chunks.len()
     }
 
-    /// Record the chunks of a committed segment (the first location seen for a hash wins).
+    /// Record the chunks of a committed segment (the first location seen for a hash stays its
+    /// home; open adds segments newest first, so a chunk copied by a GC rewrite is read from
+    /// the copy and the older segment can go).
     pub(crate) fn add_segment(&mut self, segment: SegmentId, chunks: &[SegmentChunk]) {
         for c in chunks {
             self.chunks.entry(c.hash).or_insert(ChunkLocation { segment, chunk: *c });
         }
+    }
+
+    /// Make `segment` the home of these chunks (a GC rewrite copied them there).
+    pub(crate) fn rehome(&mut self, segment: SegmentId, chunks: &[SegmentChunk]) {
+        for c in chunks {
+            self.chunks.insert(c.hash, ChunkLocation { segment, chunk: *c });
+        }
+    }
+
+    /// Forget every chunk whose home is `segment` (it is about to be deleted).
+    pub(crate) fn remove_segment(&mut self, segment: SegmentId) {
+        self.chunks.retain(|_, loc| loc.segment != segment);
+    }
+
+    /// Every chunk with its location.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&ChunkHash, &ChunkLocation)> {
+        self.chunks.iter()
     }
 }
 

@@ -1,0 +1,399 @@
+//! Pins, explicit deletion and compaction (retention, run merging, garbage collection).
+
+use super::{Inner, Store};
+use crate::checkpoint::{self, ChunkSink, NewManifest};
+use crate::compaction::{gc, merge, select_retained, Candidate, CompactionReport, Retention};
+use crate::format::{self, CheckpointId, ManifestKind, Pin, SegmentId, SegmentWriter};
+use crate::storage::{manifest_name, parse_manifest_name, parse_segment_name, segment_name, MANIFESTS, PINS, SEGMENTS};
+use crate::version::{self, load_manifest};
+use crate::{Error, Result};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// A step of a compaction, reported to [`Store::compact_with_hook`]'s hook between steps.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CompactStep {
+    /// Runs were merged (or nothing needed merging).
+    Merged,
+    /// Manifests retention dropped were deleted.
+    RetentionApplied,
+    /// The GC worked out its live set.
+    Marked,
+    /// Sparse segments were copied and HEAD names the copy.
+    Rewritten,
+    /// One dead segment was deleted.
+    SegmentDeleted,
+}
+
+fn now_unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Inner {
+    fn pinned(&self, id: CheckpointId) -> Option<&Pin> {
+        self.pins.iter().find(|p| p.id == id)
+    }
+
+    /// Checkpoints compaction must keep whatever the policy says.
+    fn always_kept(&self) -> BTreeSet<CheckpointId> {
+        let mut keep: BTreeSet<CheckpointId> = self.pins.iter().map(|p| p.id).collect();
+        keep.extend(self.viewed.keys().copied());
+        keep.extend(self.head.map(|h| h.current));
+        keep
+    }
+}
+
+impl Store {
+    /// Pin checkpoint `id` as the savepoint `name`: compaction never removes it while pinned.
+    /// Pinning an existing name moves it to `id`. Durable when it returns.
+    pub fn pin(&self, id: CheckpointId, name: &str) -> Result<()> {
+        format::validate_table_name(name).map_err(|e| Error::InvalidArgument(format!("pin name: {e}")))?;
+        let mut inner = self.shared.lock()?;
+        inner.check_writable()?;
+        self.committed_manifest(&inner, id)?;
+        let mut pins = inner.pins.clone();
+        pins.retain(|p| p.name != name);
+        if pins.len() >= format::MAX_PINS {
+            return Err(Error::InvalidArgument(format!("at most {} pins", format::MAX_PINS)));
+        }
+        pins.push(Pin { id, name: name.to_string() });
+        pins.sort_by(|a, b| a.name.cmp(&b.name));
+        self.write_pins(&mut inner, pins)
+    }
+
+    /// Remove the pin `name`; returns whether it existed. Durable when it returns.
+    pub fn unpin(&self, name: &str) -> Result<bool> {
+        let mut inner = self.shared.lock()?;
+        inner.check_writable()?;
+        let mut pins = inner.pins.clone();
+        let before = pins.len();
+        pins.retain(|p| p.name != name);
+        if pins.len() == before {
+            return Ok(false);
+        }
+        self.write_pins(&mut inner, pins)?;
+        Ok(true)
+    }
+
+    /// The pinned savepoints: (name, checkpoint), sorted by name.
+    pub fn pins(&self) -> Result<Vec<(String, CheckpointId)>> {
+        Ok(self.shared.lock()?.pins.iter().map(|p| (p.name.clone(), p.id)).collect())
+    }
+
+    fn write_pins(&self, inner: &mut Inner, pins: Vec<Pin>) -> Result<()> {
+        let st = self.shared.storage.as_ref();
+        let written = st.put(PINS, &format::encode_pins(&pins)).and_then(|()| st.sync());
+        if let Err(e) = written {
+            inner.poison(&e);
+            return Err(e);
+        }
+        inner.pins = pins;
+        Ok(())
+    }
+
+    /// Delete checkpoint `id` now. The HEAD checkpoint, a pinned one and one an open view
+    /// holds are refused with [`Error::InvalidArgument`]. Its space is reclaimed by the next
+    /// [`Store::compact`].
+    pub fn delete_checkpoint(&self, id: CheckpointId) -> Result<()> {
+        let mut inner = self.shared.lock()?;
+        inner.check_writable()?;
+        self.committed_manifest(&inner, id)?;
+        if inner.head.map(|h| h.current) == Some(id) {
+            return Err(Error::InvalidArgument(format!("checkpoint {id} is HEAD")));
+        }
+        if let Some(pin) = inner.pinned(id) {
+            return Err(Error::InvalidArgument(format!("checkpoint {id} is pinned as {:?}", pin.name)));
+        }
+        if inner.viewed.contains_key(&id) {
+            return Err(Error::InvalidArgument(format!("checkpoint {id} is held by an open view")));
+        }
+        let st = self.shared.storage.as_ref();
+        if let Err(e) = st.delete(&manifest_name(id)).and_then(|()| st.sync()) {
+            inner.poison(&e);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Compact with the retention policy of the store's [`crate::Options`].
+    pub fn compact(&self) -> Result<CompactionReport> {
+        self.compact_with(&self.shared.opts.retention.clone())
+    }
+
+    /// Compact: merge runs of tables past [`crate::Options::max_runs_per_table`] into a new
+    /// compaction checkpoint, delete the checkpoints `retention` drops, then collect garbage:
+    /// delete segments no retained checkpoint needs and rewrite those whose live fraction is
+    /// below [`crate::Options::segment_live_fraction_min`].
+    ///
+    /// Every retained checkpoint reads exactly as before. A crash at any instant loses
+    /// nothing; running it again finishes the job. Writers wait only while a step holds the
+    /// store's lock; checkpoints may run between steps.
+    pub fn compact_with(&self, retention: &Retention) -> Result<CompactionReport> {
+        self.compact_with_hook(retention, |_| Ok(()))
+    }
+
+    /// [`Store::compact_with`], calling `hook` between steps without the store's lock held, so
+    /// tests can interleave checkpoints (or crash) at every step boundary.
+    #[doc(hidden)]
+    pub fn compact_with_hook(
+        &self,
+        retention: &Retention,
+        mut hook: impl FnMut(CompactStep) -> Result<()>,
+    ) -> Result<CompactionReport> {
+        {
+            let mut inner = self.shared.lock()?;
+            inner.check_writable()?;
+            if inner.compacting {
+                return Err(Error::InvalidArgument("a compaction is already running".into()));
+            }
+            inner.compacting = true;
+        }
+        let result = self.compact_steps(retention, &mut hook);
+        let mut inner = self.shared.lock()?;
+        inner.compacting = false;
+        inner.gc_guard = None;
+        match result {
+            Ok(report) => {
+                inner.bytes_rewritten += report.bytes_written;
+                Ok(report)
+            }
+            Err(e) => {
+                // A failed read leaves nothing half done; a failed write or fsync does.
+                if matches!(e, Error::Io { .. }) {
+                    inner.poison(&e);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn compact_steps(
+        &self,
+        retention: &Retention,
+        hook: &mut impl FnMut(CompactStep) -> Result<()>,
+    ) -> Result<CompactionReport> {
+        let mut report = CompactionReport::default();
+        self.merge_runs(&mut report)?;
+        hook(CompactStep::Merged)?;
+        self.apply_retention(retention, &mut report)?;
+        hook(CompactStep::RetentionApplied)?;
+        let Some(plan) = self.mark()? else { return Ok(report) };
+        hook(CompactStep::Marked)?;
+        let doomed = self.rewrite_sparse(&plan, &mut report)?;
+        hook(CompactStep::Rewritten)?;
+        self.sweep(doomed, &mut report, hook)?;
+        Ok(report)
+    }
+
+    /// Merge the runs of every table of HEAD past the bound, committing the merged layout as
+    /// a compaction checkpoint (same content and metadata as HEAD).
+    fn merge_runs(&self, report: &mut CompactionReport) -> Result<()> {
+        let mut guard = self.shared.lock()?;
+        let inner = &mut *guard;
+        let Some(base) = &inner.base else { return Ok(()) };
+        let max_runs = self.shared.opts.max_runs_per_table;
+        let plans: Vec<(usize, usize)> = base
+            .manifest
+            .tables
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| merge::merge_start(&t.runs, max_runs).map(|start| (i, start)))
+            .collect();
+        if plans.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let st = self.shared.storage.as_ref();
+        let mut sink = ChunkSink::new(&inner.chunks, SegmentId(inner.next_segment), &self.shared.opts);
+        let mut tables: BTreeMap<String, Vec<format::RunRef>> =
+            base.manifest.tables.iter().map(|t| (t.name.clone(), t.runs.clone())).collect();
+        for (i, start) in plans {
+            let Some(table) = base.manifest.tables.get(i) else { continue };
+            let entries = merge::merged_entries(st, &inner.chunks, table, start)?;
+            let mut runs: Vec<format::RunRef> = table.runs.get(..start).unwrap_or_default().to_vec();
+            runs.extend(checkpoint::write_run(&mut sink, entries, self.shared.opts.chunk_target_bytes));
+            report.runs_merged += (table.runs.len() - runs.len()) as u64;
+            tables.insert(table.name.clone(), runs);
+        }
+        let new = NewManifest {
+            id: CheckpointId(inner.next_checkpoint),
+            kind: ManifestKind::Compaction,
+            parent: Some((base.manifest.id, base.hash)),
+            tables,
+            metadata: base.manifest.metadata.clone(),
+            dirty_keys: 0,
+            started,
+        };
+        let persisted = match checkpoint::commit(st, sink, new, inner.head) {
+            Ok(p) => p,
+            Err(e) => {
+                inner.poison(&e);
+                return Err(e);
+            }
+        };
+        report.merged_into = Some(persisted.manifest.id);
+        report.bytes_written += persisted.bytes_written;
+        inner.adopt(persisted);
+        Ok(())
+    }
+
+    /// Delete the committed manifests `retention` does not keep.
+    fn apply_retention(&self, retention: &Retention, report: &mut CompactionReport) -> Result<()> {
+        let mut inner = self.shared.lock()?;
+        let Some(head) = inner.head else { return Ok(()) };
+        let st = self.shared.storage.as_ref();
+        let mut candidates = Vec::new();
+        let mut sizes = BTreeMap::new();
+        for name in st.list(MANIFESTS)? {
+            let Some(id) = parse_manifest_name(&name) else { continue };
+            if id > head.max_checkpoint_id {
+                continue;
+            }
+            let (m, _, len) = load_manifest(st, id, None)?;
+            sizes.insert(id, len);
+            candidates.push(Candidate { id, kind: m.kind, created_unix_ms: m.created_unix_ms });
+        }
+        let keep = select_retained(&candidates, retention, &inner.always_kept(), now_unix_ms());
+        let mut deleted = false;
+        for c in candidates.iter().filter(|c| !keep.contains(&c.id)) {
+            if let Err(e) = st.delete(&manifest_name(c.id)) {
+                inner.poison(&e);
+                return Err(e);
+            }
+            deleted = true;
+            report.checkpoints_deleted += 1;
+            report.bytes_reclaimed += sizes.get(&c.id).copied().unwrap_or(0);
+        }
+        if deleted {
+            if let Err(e) = st.sync() {
+                inner.poison(&e);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Work out the live set (every chunk a remaining manifest references) and start the
+    /// guard that records chunks checkpoints reuse from now on. `None`: nothing committed.
+    fn mark(&self) -> Result<Option<GcPlan>> {
+        let mut inner = self.shared.lock()?;
+        let Some(head) = inner.head else { return Ok(None) };
+        let st = self.shared.storage.as_ref();
+        let mut manifests = Vec::new();
+        for name in st.list(MANIFESTS)? {
+            if let Some(id) = parse_manifest_name(&name).filter(|id| *id <= head.max_checkpoint_id) {
+                manifests.push(load_manifest(st, id, None)?.0);
+            }
+        }
+        let live = gc::live_chunks(st, &inner.chunks, &manifests)?;
+        let mut uses = gc::segment_use(&inner.chunks, &live, head.max_segment_id);
+        // A committed segment that is home to no chunk (every chunk in it has a newer copy,
+        // e.g. after a crash between a rewrite and its sweep) is dead too, if its table reads:
+        // one that does not is left for `verify` to report.
+        for name in st.list(SEGMENTS)? {
+            let Some(id) = parse_segment_name(&name).filter(|id| *id <= head.max_segment_id) else { continue };
+            if !uses.contains_key(&id) && version::read_segment_table(st, id).is_ok() {
+                uses.insert(id, gc::SegmentUse::default());
+            }
+        }
+        let mut sizes = BTreeMap::new();
+        for id in uses.keys() {
+            sizes.insert(*id, st.size(&segment_name(*id))?);
+        }
+        inner.gc_guard = Some(HashSet::new());
+        Ok(Some(GcPlan { uses, sizes, min_live_fraction: self.shared.opts.segment_live_fraction_min }))
+    }
+
+    /// Copy the live chunks of sparse segments into one new segment, make it durable and
+    /// committed (HEAD's high-water mark names it), and point the chunk index at the copies.
+    /// Returns the segments that are now dead (to be deleted by `sweep`).
+    fn rewrite_sparse(&self, plan: &GcPlan, report: &mut CompactionReport) -> Result<Vec<SegmentId>> {
+        let mut dead: Vec<SegmentId> = plan.uses.iter().filter(|(_, u)| u.live.is_empty()).map(|(id, _)| *id).collect();
+        let sparse: Vec<SegmentId> = plan
+            .uses
+            .iter()
+            .filter(|(id, u)| {
+                let size = plan.sizes.get(id).copied().unwrap_or(0);
+                !u.live.is_empty() && (u.live_bytes as f64) < plan.min_live_fraction * size as f64
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        if sparse.is_empty() {
+            return Ok(dead);
+        }
+        let mut inner = self.shared.lock()?;
+        let st = self.shared.storage.as_ref();
+        let new_id = SegmentId(inner.next_segment);
+        let mut writer = SegmentWriter::new(new_id);
+        let codec = match self.shared.opts.compression {
+            crate::Compression::None => format::Codec::None,
+            crate::Compression::Lz4 => format::Codec::Lz4,
+        };
+        for id in &sparse {
+            for hash in plan.uses.get(id).map(|u| u.live.as_slice()).unwrap_or_default() {
+                let Some(loc) = inner.chunks.get(hash).copied() else { continue };
+                let raw = version::read_chunk(st, &inner.chunks, hash)?;
+                writer.push(*hash, loc.chunk.kind, &raw, codec);
+            }
+        }
+        let (bytes, chunks) = writer.finish();
+        let committed = st.put(&segment_name(new_id), &bytes).and_then(|()| st.sync()).and_then(|()| {
+            let mut head = inner.head.ok_or_else(|| Error::NotFound("HEAD".into()))?;
+            head.max_segment_id = head.max_segment_id.max(new_id);
+            st.commit_head(&format::encode_head(&head))?;
+            Ok(head)
+        });
+        match committed {
+            Ok(head) => inner.head = Some(head),
+            Err(e) => {
+                inner.poison(&e);
+                return Err(e);
+            }
+        }
+        inner.next_segment = new_id.0 + 1;
+        inner.chunks.rehome(new_id, &chunks);
+        report.segments_rewritten += sparse.len() as u64;
+        report.bytes_written += bytes.len() as u64 + format::HEAD_LEN as u64;
+        dead.extend(sparse);
+        Ok(dead)
+    }
+
+    /// Delete the dead segments, except those holding a chunk a checkpoint reused while this
+    /// GC ran. Their chunks leave the index first, so no later checkpoint can reuse them.
+    fn sweep(
+        &self,
+        dead: Vec<SegmentId>,
+        report: &mut CompactionReport,
+        hook: &mut impl FnMut(CompactStep) -> Result<()>,
+    ) -> Result<()> {
+        let doomed: Vec<SegmentId> = {
+            let mut inner = self.shared.lock()?;
+            let reused = inner.gc_guard.take().unwrap_or_default();
+            let protected: HashSet<SegmentId> =
+                reused.iter().filter_map(|h| inner.chunks.get(h).map(|loc| loc.segment)).collect();
+            let doomed: Vec<SegmentId> = dead.into_iter().filter(|id| !protected.contains(id)).collect();
+            for id in &doomed {
+                inner.chunks.remove_segment(*id);
+            }
+            doomed
+        };
+        let st = self.shared.storage.as_ref();
+        for id in doomed {
+            let name = segment_name(id);
+            let size = st.size(&name).unwrap_or(0);
+            st.delete(&name)?;
+            report.segments_deleted += 1;
+            report.bytes_reclaimed += size;
+            hook(CompactStep::SegmentDeleted)?;
+        }
+        st.sync()
+    }
+}
+
+/// What `mark` found.
+struct GcPlan {
+    uses: BTreeMap<SegmentId, gc::SegmentUse>,
+    sizes: BTreeMap<SegmentId, u64>,
+    min_live_fraction: f64,
+}

@@ -1,0 +1,521 @@
+//! The public façade: open, tables, checkpoint, restore, rollback, read-at, verify, stats.
+
+mod maintenance;
+
+use crate::checkpoint::{self, Captured, Placement};
+use crate::format::{
+    self, CheckpointId, ChunkHash, Head, Manifest, ManifestHash, Pin, SegmentId, HEAD_LEN, MAX_METADATA_LEN,
+    MAX_PINS_LEN,
+};
+use crate::options::Options;
+use crate::state::{TableState, Tables};
+use crate::storage::{
+    parse_manifest_name, parse_segment_name, LocalStorage, Storage, MANIFESTS, PINS, SEGMENTS, STORE_MARKER,
+};
+use crate::table::Table;
+use crate::typed::TypedTable;
+use crate::version::{self, load_manifest, read_head, ChunkIndex};
+use crate::view::CheckpointView;
+use crate::{Error, Result};
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// What one checkpoint is: where it sits in the chain and what it wrote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckpointInfo {
+    /// Its id.
+    pub id: CheckpointId,
+    /// The checkpoint it was taken on top of (`None` for the first one).
+    pub parent: Option<CheckpointId>,
+    /// The caller's metadata, e.g. source offsets.
+    pub metadata: Vec<u8>,
+    /// Wall-clock time it was taken, milliseconds since the Unix epoch.
+    pub created_unix_ms: u64,
+    /// Keys it wrote (values and tombstones).
+    pub dirty_keys: u64,
+    /// Bytes it wrote: its segment, its manifest and HEAD.
+    pub bytes_written: u64,
+    /// Chunks it wrote.
+    pub chunks_new: u64,
+    /// Chunks it referenced that were already stored.
+    pub chunks_reused: u64,
+    /// Time from capture to commit.
+    pub duration: Duration,
+}
+
+impl CheckpointInfo {
+    pub(crate) fn from_manifest(m: &Manifest, manifest_len: u64) -> Self {
+        CheckpointInfo {
+            id: m.id,
+            parent: m.parent.map(|(id, _)| id),
+            metadata: m.metadata.clone(),
+            created_unix_ms: m.created_unix_ms,
+            dirty_keys: m.stats.dirty_keys,
+            bytes_written: m.stats.segment_bytes + manifest_len + HEAD_LEN as u64,
+            chunks_new: m.stats.chunks_new,
+            chunks_reused: m.stats.chunks_reused,
+            duration: Duration::from_micros(m.stats.duration_us),
+        }
+    }
+}
+
+/// Figures about a store, from [`Store::stats`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// The checkpoint the working state is based on.
+    pub head: Option<CheckpointId>,
+    /// Tables in the working state.
+    pub tables: usize,
+    /// Keys in the working state.
+    pub keys: u64,
+    /// Keys written since the last checkpoint.
+    pub dirty_keys: u64,
+    /// Committed checkpoints in storage.
+    pub checkpoints: u64,
+    /// Committed segments in storage.
+    pub segments: u64,
+    /// Distinct chunks stored.
+    pub chunks: u64,
+    /// Runs the head checkpoint's tables consist of (what a restore reads).
+    pub head_runs: u64,
+    /// Bytes of segments and manifests in storage.
+    pub bytes_on_disk: u64,
+    /// Committed segments whose chunk table could not be read at open (see [`Store::verify`]).
+    pub unreadable_segments: u64,
+}
+
+/// The checkpoint the working state is based on.
+pub(crate) struct Base {
+    pub(crate) manifest: Manifest,
+    pub(crate) hash: ManifestHash,
+    pub(crate) manifest_len: u64,
+}
+
+pub(crate) struct Inner {
+    pub(crate) tables: Tables,
+    pub(crate) base: Option<Base>,
+    pub(crate) head: Option<Head>,
+    pub(crate) chunks: ChunkIndex,
+    next_checkpoint: u64,
+    next_segment: u64,
+    unreadable_segments: u64,
+    read_only: bool,
+    poisoned: Option<String>,
+    /// Pinned savepoints, as in PINS.
+    pins: Vec<Pin>,
+    /// Checkpoints held by open views, with how many views hold each.
+    pub(crate) viewed: BTreeMap<CheckpointId, usize>,
+    /// While a GC runs: every stored chunk a checkpoint reused since the GC worked out its live
+    /// set. Segments holding them are not deleted by that GC.
+    gc_guard: Option<HashSet<ChunkHash>>,
+    /// Whether a compaction is running (one at a time).
+    compacting: bool,
+    /// Bytes compaction wrote since open.
+    bytes_rewritten: u64,
+}
+
+impl Inner {
+    pub(crate) fn check_writable(&self) -> Result<()> {
+        if self.read_only {
+            return Err(Error::ReadOnly);
+        }
+        match &self.poisoned {
+            Some(reason) => Err(Error::Poisoned(reason.clone())),
+            None => Ok(()),
+        }
+    }
+
+    fn poison(&mut self, e: &Error) {
+        self.poisoned.get_or_insert_with(|| e.to_string());
+    }
+
+    /// Make a committed manifest the base of the working state (its content must equal the
+    /// working state's checkpointed content), and record what it wrote.
+    fn adopt(&mut self, p: checkpoint::Persisted) {
+        self.next_checkpoint = self.next_checkpoint.max(p.manifest.id.0 + 1);
+        if let Some((id, chunks)) = &p.segment {
+            self.chunks.add_segment(*id, chunks);
+            self.next_segment = self.next_segment.max(id.0 + 1);
+        }
+        if let Some(guard) = &mut self.gc_guard {
+            guard.extend(p.reused.iter().copied());
+        }
+        self.head = Some(p.head);
+        self.base = Some(Base { manifest: p.manifest, hash: p.hash, manifest_len: p.manifest_len });
+    }
+}
+
+pub(crate) struct Shared {
+    pub(crate) storage: Arc<dyn Storage>,
+    pub(crate) opts: Options,
+    inner: Mutex<Inner>,
+}
+
+impl Shared {
+    pub(crate) fn lock(&self) -> Result<MutexGuard<'_, Inner>> {
+        self.inner.lock().map_err(|_| Error::Poisoned("a thread panicked while holding the store".into()))
+    }
+}
+
+/// An open cairn store: keyed tables in memory, checkpointed incrementally to durable storage.
+///
+/// `Store` is cheap to share: [`Table`] handles and [`CheckpointView`]s keep it alive. All
+/// methods take `&self` and are safe to call from several threads.
+pub struct Store {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("location", &self.shared.storage.location()).finish()
+    }
+}
+
+/// Read every object name under `dir` that parses with `parse`, with its id.
+fn list_ids<T>(storage: &dyn Storage, dir: &str, parse: fn(&str) -> Option<T>) -> Result<Vec<(T, String)>> {
+    Ok(storage.list(dir)?.into_iter().filter_map(|n| parse(&n).map(|id| (id, n))).collect())
+}
+
+impl Store {
+    /// Open (or create) the store in directory `dir` on the local filesystem with default
+    /// [`Options`]. The working state is the latest committed checkpoint; its metadata is
+    /// [`Store::head`]`().metadata`.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Store> {
+        Store::open_with(dir, Options::default())
+    }
+
+    /// Open (or create) the store in directory `dir` with `opts`.
+    ///
+    /// Takes the directory's exclusive lock ([`Error::Locked`] if another `Store` holds it),
+    /// removes the leftovers of a checkpoint a crash interrupted, and restores the latest
+    /// committed checkpoint into memory, verifying every chunk it reads.
+    pub fn open_with(dir: impl AsRef<Path>, opts: Options) -> Result<Store> {
+        opts.validate()?;
+        let storage = LocalStorage::open(dir.as_ref(), opts.creates(), opts.sync, opts.read_only)?;
+        Store::open_storage(Arc::new(storage), opts)
+    }
+
+    /// Open a store on any [`Storage`] backend (e.g. [`crate::storage::SimStorage`] in tests).
+    pub fn open_storage(storage: Arc<dyn Storage>, opts: Options) -> Result<Store> {
+        opts.validate()?;
+        let st = storage.as_ref();
+        match st.read(STORE_MARKER, format::STORE_MARKER_LEN) {
+            Ok(bytes) => format::decode_store_marker(&bytes).map_err(|e| Error::from_decode(STORE_MARKER, e))?,
+            Err(Error::NotFound(_)) => {
+                if !opts.creates() {
+                    return Err(Error::NotFound(format!("no cairn store at {}", st.location())));
+                }
+                if read_head(st)?.is_some() {
+                    return Err(Error::corrupted(STORE_MARKER, "missing from a store that has a HEAD"));
+                }
+                st.put(STORE_MARKER, &format::encode_store_marker())?;
+                st.sync()?;
+            }
+            Err(e) => return Err(e),
+        }
+        if !opts.read_only {
+            st.remove_temporaries()?;
+        }
+        let head = read_head(st)?;
+        let max_checkpoint = head.map_or(0, |h| h.max_checkpoint_id.0);
+        let max_segment = head.map_or(0, |h| h.max_segment_id.0);
+
+        // Objects above HEAD's high-water marks belong to checkpoints that never committed:
+        // they are ignored, removed (best effort) and their ids never reused.
+        let manifests = list_ids(st, MANIFESTS, parse_manifest_name)?;
+        let segments = list_ids(st, SEGMENTS, parse_segment_name)?;
+        let next_checkpoint = manifests.iter().map(|(id, _)| id.0).chain([max_checkpoint]).max().unwrap_or(0) + 1;
+        let next_segment = segments.iter().map(|(id, _)| id.0).chain([max_segment]).max().unwrap_or(0) + 1;
+        let mut removed = false;
+        if !opts.read_only {
+            for (_, name) in manifests.iter().filter(|(id, _)| id.0 > max_checkpoint) {
+                removed |= st.delete(name).is_ok();
+            }
+            for (_, name) in segments.iter().filter(|(id, _)| id.0 > max_segment) {
+                removed |= st.delete(name).is_ok();
+            }
+        }
+        if removed {
+            // Best effort: an undeleted leftover stays invisible and is retried next open.
+            let _ = st.sync();
+        }
+
+        let pins = match st.read(PINS, MAX_PINS_LEN) {
+            Ok(bytes) => format::decode_pins(&bytes).map_err(|e| Error::from_decode(PINS, e))?,
+            Err(Error::NotFound(_)) => Vec::new(),
+            Err(e) => return Err(e),
+        };
+
+        // Newest first: a chunk a GC rewrite copied is read from its copy (see ChunkIndex).
+        let mut committed: Vec<SegmentId> =
+            segments.iter().map(|(id, _)| *id).filter(|id| id.0 <= max_segment).collect();
+        committed.sort_unstable_by(|a, b| b.cmp(a));
+        let mut chunks = ChunkIndex::default();
+        let mut unreadable_segments = 0;
+        for id in &committed {
+            match version::read_segment_table(st, *id) {
+                Ok(table) => chunks.add_segment(*id, &table),
+                // A chunk needed from it fails loudly when read; `verify` names the segment.
+                Err(_) => unreadable_segments += 1,
+            }
+        }
+
+        let mut tables = Tables::default();
+        let mut base = None;
+        if let Some(h) = head {
+            let (manifest, hash, manifest_len) = load_manifest(st, h.current, Some(h.manifest_hash))?;
+            for t in &manifest.tables {
+                let data = version::materialize_table(st, &chunks, t)?;
+                tables.tables.insert(t.name.clone(), TableState::restored(data));
+            }
+            base = Some(Base { manifest, hash, manifest_len });
+        }
+        let inner = Inner {
+            tables,
+            base,
+            head,
+            chunks,
+            next_checkpoint,
+            next_segment,
+            unreadable_segments,
+            read_only: opts.read_only,
+            poisoned: None,
+            pins,
+            viewed: BTreeMap::new(),
+            gc_guard: None,
+            compacting: false,
+            bytes_rewritten: 0,
+        };
+        Ok(Store { shared: Arc::new(Shared { storage, opts, inner: Mutex::new(inner) }) })
+    }
+
+    /// The table `name`, created (empty) if it does not exist. A new table becomes durable
+    /// with the next checkpoint. Names are 1 to 255 bytes of UTF-8. On a read-only store a
+    /// missing table is [`Error::NotFound`].
+    pub fn table(&self, name: &str) -> Result<Table> {
+        format::validate_table_name(name).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let mut inner = self.shared.lock()?;
+        if !inner.tables.tables.contains_key(name) {
+            if inner.read_only {
+                return Err(Error::NotFound(format!("table {name:?}")));
+            }
+            inner.tables.tables.insert(name.to_string(), TableState::default());
+        }
+        Ok(Table::new(self.shared.clone(), name))
+    }
+
+    /// The table `name` if it exists; never creates one.
+    pub fn existing_table(&self, name: &str) -> Result<Option<Table>> {
+        let inner = self.shared.lock()?;
+        Ok(inner.tables.tables.contains_key(name).then(|| Table::new(self.shared.clone(), name)))
+    }
+
+    /// A typed view of table `name`: keys `K` and values `V` encoded with serde (postcard).
+    /// Range order is the byte order of the encoded keys.
+    pub fn typed<K, V>(&self, name: &str) -> Result<TypedTable<K, V>>
+    where
+        K: serde::Serialize + serde::de::DeserializeOwned,
+        V: serde::Serialize + serde::de::DeserializeOwned,
+    {
+        Ok(TypedTable::new(self.table(name)?))
+    }
+
+    /// Names of the tables in the working state, sorted.
+    pub fn tables(&self) -> Result<Vec<String>> {
+        Ok(self.shared.lock()?.tables.tables.keys().cloned().collect())
+    }
+
+    /// Take a durable checkpoint of every table, with `metadata` (at most 1 MiB) recorded in it
+    /// (typically the source offsets the state corresponds to).
+    ///
+    /// Writes only what changed since the previous checkpoint: the dirty keys' values and
+    /// tombstones, sorted and cut into chunks; chunks already stored are referenced, not
+    /// rewritten. When this returns `Ok`, the checkpoint is durable and is what [`Store::open`]
+    /// returns after a crash. On an I/O error the store is poisoned (see [`Error::Poisoned`]).
+    pub fn checkpoint(&self, metadata: &[u8]) -> Result<CheckpointInfo> {
+        if metadata.len() > MAX_METADATA_LEN {
+            return Err(Error::InvalidArgument(format!(
+                "metadata of {} bytes exceeds {MAX_METADATA_LEN}",
+                metadata.len()
+            )));
+        }
+        let mut guard = self.shared.lock()?;
+        let inner = &mut *guard;
+        inner.check_writable()?;
+        // Capture: O(dirty), on the caller's thread.
+        let started = Instant::now();
+        let mut captured = Captured {
+            tables: Vec::new(),
+            table_names: inner.tables.tables.keys().cloned().collect(),
+            metadata: metadata.to_vec(),
+            started,
+        };
+        for (name, table) in &mut inner.tables.tables {
+            let entries = table.capture();
+            if !entries.is_empty() {
+                captured.tables.push((name.clone(), entries));
+            }
+        }
+        // Persist.
+        let placement = Placement {
+            id: CheckpointId(inner.next_checkpoint),
+            segment: SegmentId(inner.next_segment),
+            base: inner.base.as_ref().map(|b| (&b.manifest, b.hash)),
+            head: inner.head,
+        };
+        let storage = self.shared.storage.as_ref();
+        let persisted = match checkpoint::persist(storage, &inner.chunks, &self.shared.opts, captured, placement) {
+            Ok(p) => p,
+            Err(e) => {
+                // The dirty set is gone and the medium's state unknown: nothing more may be
+                // acknowledged until a reopen restores the last committed checkpoint.
+                inner.poison(&e);
+                return Err(e);
+            }
+        };
+        let mut info = CheckpointInfo::from_manifest(&persisted.manifest, persisted.manifest_len);
+        info.duration = started.elapsed();
+        inner.adopt(persisted);
+        drop(guard);
+        if self.shared.opts.auto_compact {
+            self.compact()?;
+        }
+        Ok(info)
+    }
+
+    /// The checkpoint the working state is based on (the one `open` restored, the last one
+    /// taken, or the one rolled back to), with its metadata; `None` before the first.
+    pub fn head(&self) -> Result<Option<CheckpointInfo>> {
+        let inner = self.shared.lock()?;
+        Ok(inner.base.as_ref().map(|b| CheckpointInfo::from_manifest(&b.manifest, b.manifest_len)))
+    }
+
+    /// Every committed checkpoint in storage, oldest first, with its stats. Branches left by
+    /// rollbacks are included; follow `parent` to walk one branch.
+    pub fn checkpoints(&self) -> Result<Vec<CheckpointInfo>> {
+        let max = self.shared.lock()?.head.map_or(0, |h| h.max_checkpoint_id.0);
+        let st = self.shared.storage.as_ref();
+        let mut ids: Vec<CheckpointId> = list_ids(st, MANIFESTS, parse_manifest_name)?
+            .into_iter()
+            .map(|(id, _)| id)
+            .filter(|id| id.0 <= max)
+            .collect();
+        ids.sort();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let (m, _, len) = load_manifest(st, id, None)?;
+            out.push(CheckpointInfo::from_manifest(&m, len));
+        }
+        Ok(out)
+    }
+
+    fn committed_manifest(&self, inner: &Inner, id: CheckpointId) -> Result<(Manifest, ManifestHash, u64)> {
+        let max = inner.head.map_or(0, |h| h.max_checkpoint_id.0);
+        if id.0 == 0 || id.0 > max {
+            return Err(Error::NotFound(format!("checkpoint {id}")));
+        }
+        load_manifest(self.shared.storage.as_ref(), id, None)
+    }
+
+    /// A read-only view of checkpoint `id`, as it was committed. The working state is not
+    /// affected. Tables are loaded (and verified) on first use.
+    ///
+    /// While the view lives, compaction keeps checkpoint `id`.
+    pub fn at(&self, id: CheckpointId) -> Result<CheckpointView> {
+        let mut inner = self.shared.lock()?;
+        let (manifest, _, len) = self.committed_manifest(&inner, id)?;
+        *inner.viewed.entry(id).or_default() += 1;
+        drop(inner);
+        Ok(CheckpointView::new(self.shared.clone(), manifest, len))
+    }
+
+    /// Make checkpoint `id` the working state again. Writes made since the last checkpoint
+    /// are discarded. The next checkpoint's parent is `id`, starting a new branch; the
+    /// checkpoints after `id` on the old branch stay readable with [`Store::at`].
+    ///
+    /// Durable when it returns: after a crash, `open` restores `id`.
+    pub fn rollback(&self, id: CheckpointId) -> Result<CheckpointInfo> {
+        let mut guard = self.shared.lock()?;
+        let inner = &mut *guard;
+        inner.check_writable()?;
+        let (manifest, hash, manifest_len) = self.committed_manifest(inner, id)?;
+        let st = self.shared.storage.as_ref();
+        let mut tables = BTreeMap::new();
+        for t in &manifest.tables {
+            tables.insert(t.name.clone(), TableState::restored(version::materialize_table(st, &inner.chunks, t)?));
+        }
+        let Some(old) = inner.head else {
+            return Err(Error::NotFound(format!("checkpoint {id}")));
+        };
+        let head = Head { current: id, manifest_hash: hash, ..old };
+        if let Err(e) = st.commit_head(&format::encode_head(&head)) {
+            inner.poison(&e);
+            return Err(e);
+        }
+        let info = CheckpointInfo::from_manifest(&manifest, manifest_len);
+        inner.head = Some(head);
+        inner.tables = Tables { tables };
+        inner.base = Some(Base { manifest, hash, manifest_len });
+        Ok(info)
+    }
+
+    /// Figures about the store. Lists storage to count bytes on disk.
+    pub fn stats(&self) -> Result<Stats> {
+        let inner = self.shared.lock()?;
+        let st = self.shared.storage.as_ref();
+        let max_checkpoint = inner.head.map_or(0, |h| h.max_checkpoint_id.0);
+        let max_segment = inner.head.map_or(0, |h| h.max_segment_id.0);
+        let mut stats = Stats {
+            head: inner.base.as_ref().map(|b| b.manifest.id),
+            tables: inner.tables.tables.len(),
+            keys: inner.tables.tables.values().map(|t| t.len() as u64).sum(),
+            dirty_keys: inner.tables.dirty_len() as u64,
+            chunks: inner.chunks.len() as u64,
+            head_runs: inner.base.as_ref().map_or(0, |b| b.manifest.tables.iter().map(|t| t.runs.len() as u64).sum()),
+            unreadable_segments: inner.unreadable_segments,
+            ..Stats::default()
+        };
+        for (id, name) in list_ids(st, MANIFESTS, parse_manifest_name)? {
+            if id.0 <= max_checkpoint {
+                stats.checkpoints += 1;
+                stats.bytes_on_disk += st.size(&name)?;
+            }
+        }
+        for (id, name) in list_ids(st, SEGMENTS, parse_segment_name)? {
+            if id.0 <= max_segment {
+                stats.segments += 1;
+                stats.bytes_on_disk += st.size(&name)?;
+            }
+        }
+        Ok(stats)
+    }
+
+    /// Read every committed checkpoint and segment back and verify it: HEAD, every manifest
+    /// (hash, invariants, parent link), every run and chunk it references (blake3), and every
+    /// chunk of every segment. Problems are reported by object; the store is not changed.
+    pub fn verify(&self) -> Result<crate::verify::VerifyReport> {
+        let inner = self.shared.lock()?;
+        let head = inner.head;
+        drop(inner);
+        Ok(crate::verify::verify(self.shared.storage.as_ref(), Ok(head)))
+    }
+
+    /// Verify the store in directory `dir` without opening it as a [`Store`]: nothing is
+    /// restored, written or removed, so this works on a store too damaged to open (a corrupt
+    /// HEAD, or a corrupt chunk the head checkpoint needs) and names every bad object. Takes
+    /// the directory's lock shared, like a read-only open.
+    pub fn verify_path(dir: impl AsRef<Path>) -> Result<crate::verify::VerifyReport> {
+        let storage = LocalStorage::open(dir.as_ref(), false, true, true)?;
+        let st: &dyn Storage = &storage;
+        let marker = st.read(STORE_MARKER, format::STORE_MARKER_LEN)?;
+        format::decode_store_marker(&marker).map_err(|e| Error::from_decode(STORE_MARKER, e))?;
+        Ok(crate::verify::verify(st, read_head(st)))
+    }
+
+    /// Where the store lives (a path, or `memory`).
+    pub fn location(&self) -> String {
+        self.shared.storage.location()
+    }
+}

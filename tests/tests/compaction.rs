@@ -1,0 +1,137 @@
+//! Compaction: retention (keep-last, pins, views, explicit delete), run merging bounded by
+//! `max_runs_per_table` with every retained checkpoint reading exactly as before, and a GC
+//! that deletes what no retained checkpoint needs.
+
+use cairn::storage::SimFs;
+use cairn::{CheckpointId, Error, Options, Result, Retention, Store};
+use cairn_tests::{dump, dump_view, sim_store, Dump};
+use std::collections::BTreeMap;
+
+fn opts() -> Options {
+    Options::new().chunk_target_bytes(256).max_runs_per_table(4).retention(Retention::keep_last(3))
+}
+
+/// `n` checkpoints, each rewriting a slice of 100 keys; returns each checkpoint's state.
+fn history(store: &Store, n: u32) -> Result<BTreeMap<CheckpointId, Dump>> {
+    let t = store.table("t")?;
+    let mut states = BTreeMap::new();
+    for c in 0..n {
+        for i in 0..40u32 {
+            let k = (c * 13 + i * 7) % 100;
+            t.put(&k.to_be_bytes(), format!("v{c}-{i}").as_bytes())?;
+        }
+        t.delete(&((c * 31) % 100).to_be_bytes())?;
+        let info = store.checkpoint(&c.to_le_bytes())?;
+        states.insert(info.id, dump(store)?);
+    }
+    Ok(states)
+}
+
+#[test]
+fn compaction_bounds_runs_keeps_what_retention_keeps_and_reads_the_same() -> Result<()> {
+    let fs = SimFs::new();
+    let store = sim_store(&fs, opts())?;
+    let states = history(&store, 12)?;
+    let head = store.head()?.map(|h| h.id).unwrap_or(CheckpointId(0));
+    let before = dump(&store)?;
+    assert_eq!(store.stats()?.head_runs, 12);
+
+    let report = store.compact()?;
+    let merged = report.merged_into.unwrap_or_else(|| panic!("12 runs > 4 must merge: {report:?}"));
+    assert!(store.stats()?.head_runs <= 4, "{:?}", store.stats()?);
+    assert_eq!(store.head()?.map(|h| (h.id, h.metadata)), Some((merged, 11u32.to_le_bytes().to_vec())));
+    assert_eq!(dump(&store)?, before, "compaction does not change the working state");
+    assert_eq!(report.checkpoints_deleted, 9, "{report:?}");
+    // The three retained checkpoints still reference the runs of all earlier ones.
+    assert_eq!(report.segments_deleted, 0, "{report:?}");
+
+    // The last three checkpoints and the compaction checkpoint remain, reading as before.
+    let remaining: Vec<CheckpointId> = store.checkpoints()?.iter().map(|c| c.id).collect();
+    let mut expected: Vec<CheckpointId> = states.keys().rev().take(3).copied().collect();
+    expected.push(merged);
+    expected.sort();
+    assert_eq!(remaining, expected);
+    for id in states.keys().rev().take(3) {
+        assert_eq!(&dump_view(&store.at(*id)?)?, &states[id], "checkpoint {id}");
+    }
+    assert_eq!(dump_view(&store.at(merged)?)?, states[&head]);
+    assert!(matches!(store.at(CheckpointId(1)), Err(Error::NotFound(_))));
+    assert!(store.verify()?.is_ok());
+
+    // A second compaction right away finds nothing to do.
+    let again = store.compact()?;
+    assert_eq!((again.merged_into, again.checkpoints_deleted, again.segments_deleted), (None, 0, 0), "{again:?}");
+
+    // Once the checkpoints based on the old runs age out, their segments go.
+    let t = store.table("t")?;
+    let mut later = BTreeMap::new();
+    for c in 0..3u32 {
+        t.put(b"later", &c.to_le_bytes())?;
+        let info = store.checkpoint(b"later")?;
+        later.insert(info.id, dump(&store)?);
+    }
+    let bytes_before = store.stats()?.bytes_on_disk;
+    let report = store.compact()?;
+    assert!(report.segments_deleted > 0 && report.bytes_reclaimed > 0, "{report:?}");
+    assert!(store.stats()?.bytes_on_disk < bytes_before);
+    for (id, state) in &later {
+        assert_eq!(&dump_view(&store.at(*id)?)?, state, "checkpoint {id}");
+    }
+    assert!(store.verify()?.is_ok());
+    drop(t);
+
+    // Restore reads the merged layout.
+    let before = dump(&store)?;
+    drop(store);
+    let store = sim_store(&fs, opts())?;
+    assert_eq!(dump(&store)?, before);
+    assert!(store.stats()?.head_runs <= 4);
+    Ok(())
+}
+
+#[test]
+fn pins_views_and_head_survive_retention_and_delete_refuses_them() -> Result<()> {
+    let fs = SimFs::new();
+    let store = sim_store(&fs, opts())?;
+    let states = history(&store, 8)?;
+    let ids: Vec<CheckpointId> = states.keys().copied().collect();
+    store.pin(ids[1], "before-deploy")?;
+    let view = store.at(ids[2])?;
+    assert!(matches!(store.delete_checkpoint(ids[1]), Err(Error::InvalidArgument(_))));
+    assert!(matches!(store.delete_checkpoint(ids[2]), Err(Error::InvalidArgument(_))));
+    assert!(matches!(store.delete_checkpoint(ids[7]), Err(Error::InvalidArgument(_))), "HEAD");
+    store.delete_checkpoint(ids[0])?;
+    assert!(matches!(store.at(ids[0]), Err(Error::NotFound(_))));
+
+    store.compact_with(&Retention::keep_last(1))?;
+    assert_eq!(dump_view(&store.at(ids[1])?)?, states[&ids[1]], "pinned");
+    assert_eq!(dump_view(&view)?, states[&ids[2]], "held by a view");
+    assert!(matches!(store.at(ids[3]), Err(Error::NotFound(_))));
+    drop(view);
+    store.compact_with(&Retention::keep_last(1))?;
+    assert!(matches!(store.at(ids[2]), Err(Error::NotFound(_))), "the view is gone");
+
+    // Pins are durable; unpinning lets retention remove it.
+    drop(store);
+    let store = sim_store(&fs, opts())?;
+    assert_eq!(store.pins()?, vec![("before-deploy".to_string(), ids[1])]);
+    assert!(store.unpin("before-deploy")?);
+    assert!(!store.unpin("before-deploy")?);
+    store.compact_with(&Retention::keep_last(1))?;
+    assert!(matches!(store.at(ids[1]), Err(Error::NotFound(_))));
+    assert!(matches!(store.pin(ids[1], "gone"), Err(Error::NotFound(_))));
+    assert!(store.verify()?.is_ok());
+    Ok(())
+}
+
+#[test]
+fn auto_compact_keeps_the_store_bounded() -> Result<()> {
+    let fs = SimFs::new();
+    let store = sim_store(&fs, opts().auto_compact(true))?;
+    history(&store, 30)?;
+    let stats = store.stats()?;
+    assert!(stats.head_runs <= 4, "{stats:?}");
+    assert!(stats.checkpoints <= 5, "{stats:?}");
+    assert!(store.verify()?.is_ok());
+    Ok(())
+}
