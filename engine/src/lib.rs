@@ -45,7 +45,7 @@
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
 mod checkpoint;
-mod compaction;
+pub(crate) mod compaction;
 mod error;
 pub mod format;
 mod options;
@@ -60,10 +60,10 @@ mod view;
 
 pub use compaction::{CompactionReport, Retention};
 pub use error::{Error, Result};
-pub use format::{CheckpointId, ChunkHash, SegmentId};
+pub use format::{CheckpointId, ChunkHash, ManifestKind, SegmentId};
 pub use options::{Compression, Options};
 pub use storage::Storage;
-pub use store::{CheckpointInfo, Stats, Store};
+pub use store::{CheckpointInfo, CompactStep, Stats, Store};
 pub use table::Table;
 pub use typed::TypedTable;
 pub use verify::{Problem, VerifyReport};

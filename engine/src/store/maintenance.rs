@@ -10,8 +10,7 @@ use crate::{Error, Result};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-/// A step of a compaction, reported to [`Store::compact_with_hook`]'s hook between steps.
-#[doc(hidden)]
+/// A step of a compaction, reported to [`Store::compact_with_hook`]'s hook after it is done.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CompactStep {
     /// Runs were merged (or nothing needed merging).
@@ -133,9 +132,9 @@ impl Store {
         self.compact_with_hook(retention, |_| Ok(()))
     }
 
-    /// [`Store::compact_with`], calling `hook` between steps without the store's lock held, so
-    /// tests can interleave checkpoints (or crash) at every step boundary.
-    #[doc(hidden)]
+    /// [`Store::compact_with`], calling `hook` after each step without the store's lock held:
+    /// for progress reports, and so tests can interleave checkpoints at every step boundary.
+    /// An error from `hook` stops the compaction where it is (which is safe: see above).
     pub fn compact_with_hook(
         &self,
         retention: &Retention,

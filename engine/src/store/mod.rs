@@ -2,6 +2,8 @@
 
 mod maintenance;
 
+pub use maintenance::CompactStep;
+
 use crate::checkpoint::{self, Captured, Placement};
 use crate::format::{
     self, CheckpointId, ChunkHash, Head, Manifest, ManifestHash, Pin, SegmentId, HEAD_LEN, MAX_METADATA_LEN,
@@ -27,6 +29,9 @@ use std::time::{Duration, Instant};
 pub struct CheckpointInfo {
     /// Its id.
     pub id: CheckpointId,
+    /// A checkpoint of the working state, or a compaction of its parent (same content and
+    /// metadata, fewer runs).
+    pub kind: format::ManifestKind,
     /// The checkpoint it was taken on top of (`None` for the first one).
     pub parent: Option<CheckpointId>,
     /// The caller's metadata, e.g. source offsets.
@@ -49,6 +54,7 @@ impl CheckpointInfo {
     pub(crate) fn from_manifest(m: &Manifest, manifest_len: u64) -> Self {
         CheckpointInfo {
             id: m.id,
+            kind: m.kind,
             parent: m.parent.map(|(id, _)| id),
             metadata: m.metadata.clone(),
             created_unix_ms: m.created_unix_ms,
@@ -62,7 +68,7 @@ impl CheckpointInfo {
 }
 
 /// Figures about a store, from [`Store::stats`].
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Stats {
     /// The checkpoint the working state is based on.
     pub head: Option<CheckpointId>,
@@ -84,6 +90,16 @@ pub struct Stats {
     pub bytes_on_disk: u64,
     /// Committed segments whose chunk table could not be read at open (see [`Store::verify`]).
     pub unreadable_segments: u64,
+    /// Runs of each table at the head checkpoint (what a restore reads).
+    pub runs_per_table: BTreeMap<String, u64>,
+    /// Raw bytes of the distinct chunks the retained checkpoints reference.
+    pub live_bytes: u64,
+    /// `bytes_on_disk / live_bytes` (0 when nothing is live).
+    pub space_amplification: f64,
+    /// Bytes compaction wrote since this store was opened.
+    pub bytes_rewritten: u64,
+    /// Pinned savepoints.
+    pub pins: u64,
 }
 
 /// The checkpoint the working state is based on.
@@ -461,7 +477,8 @@ impl Store {
         Ok(info)
     }
 
-    /// Figures about the store. Lists storage to count bytes on disk.
+    /// Figures about the store. Lists storage and reads every retained manifest and run
+    /// index, to count bytes on disk and live bytes.
     pub fn stats(&self) -> Result<Stats> {
         let inner = self.shared.lock()?;
         let st = self.shared.storage.as_ref();
@@ -475,19 +492,31 @@ impl Store {
             chunks: inner.chunks.len() as u64,
             head_runs: inner.base.as_ref().map_or(0, |b| b.manifest.tables.iter().map(|t| t.runs.len() as u64).sum()),
             unreadable_segments: inner.unreadable_segments,
+            runs_per_table: inner.base.as_ref().map_or_else(BTreeMap::new, |b| {
+                b.manifest.tables.iter().map(|t| (t.name.clone(), t.runs.len() as u64)).collect()
+            }),
+            bytes_rewritten: inner.bytes_rewritten,
+            pins: inner.pins.len() as u64,
             ..Stats::default()
         };
+        let mut retained = Vec::new();
         for (id, name) in list_ids(st, MANIFESTS, parse_manifest_name)? {
             if id.0 <= max_checkpoint {
                 stats.checkpoints += 1;
                 stats.bytes_on_disk += st.size(&name)?;
+                retained.push(load_manifest(st, id, None)?.0);
             }
         }
+        let live = crate::compaction::gc::live_chunks(st, &inner.chunks, &retained)?;
+        stats.live_bytes = live.iter().filter_map(|h| inner.chunks.get(h)).map(|l| u64::from(l.chunk.raw_len)).sum();
         for (id, name) in list_ids(st, SEGMENTS, parse_segment_name)? {
             if id.0 <= max_segment {
                 stats.segments += 1;
                 stats.bytes_on_disk += st.size(&name)?;
             }
+        }
+        if stats.live_bytes > 0 {
+            stats.space_amplification = stats.bytes_on_disk as f64 / stats.live_bytes as f64;
         }
         Ok(stats)
     }
