@@ -287,18 +287,23 @@ impl Store {
         }
         let live = gc::live_chunks(st, &inner.chunks, &manifests)?;
         let mut uses = gc::segment_use(&inner.chunks, &live, head.max_segment_id);
-        // A committed segment that is home to no chunk (every chunk in it has a newer copy,
-        // e.g. after a crash between a rewrite and its sweep) is dead too, if its table reads:
-        // one that does not is left for `verify` to report.
+        // Each committed segment's chunk bytes (framing excluded, so a wholly live segment
+        // has a live fraction of exactly 1 and is never rewritten again). A segment that is
+        // home to no chunk (every chunk in it has a newer copy, e.g. after a crash between a
+        // rewrite and its sweep) is dead. One whose table does not read is left alone for
+        // `verify` to report.
+        let mut sizes = BTreeMap::new();
         for name in st.list(SEGMENTS)? {
             let Some(id) = parse_segment_name(&name).filter(|id| *id <= head.max_segment_id) else { continue };
-            if !uses.contains_key(&id) && version::read_segment_table(st, id).is_ok() {
-                uses.insert(id, gc::SegmentUse::default());
+            match version::read_segment_table(st, id) {
+                Ok(table) => {
+                    sizes.insert(id, table.iter().map(|c| u64::from(c.stored_len)).sum::<u64>());
+                    uses.entry(id).or_default();
+                }
+                Err(_) => {
+                    uses.remove(&id);
+                }
             }
-        }
-        let mut sizes = BTreeMap::new();
-        for id in uses.keys() {
-            sizes.insert(*id, st.size(&segment_name(*id))?);
         }
         inner.gc_guard = Some(HashSet::new());
         Ok(Some(GcPlan { uses, sizes, min_live_fraction: self.shared.opts.segment_live_fraction_min }))
@@ -393,6 +398,7 @@ impl Store {
 /// What `mark` found.
 struct GcPlan {
     uses: BTreeMap<SegmentId, gc::SegmentUse>,
+    /// Stored bytes of all chunks in each segment.
     sizes: BTreeMap<SegmentId, u64>,
     min_live_fraction: f64,
 }

@@ -1,0 +1,188 @@
+//! Crash safety and concurrency of compaction and GC on the simulated disk:
+//! - a crash after every single storage operation of a compaction (merge, retention) and of
+//!   a GC (segment deletes and rewrites), each followed by reopen: every retained checkpoint
+//!   still reads exactly as before, and the next compaction cleans the leftovers;
+//! - a checkpoint interleaved at every step boundary of a GC, including one that reuses chunks
+//!   of segments the GC found dead, never references a deleted chunk.
+
+use cairn::storage::{CrashMode, SimFs};
+use cairn::{CheckpointId, CompactStep, ManifestKind, Options, Result, Retention, Store};
+use cairn_tests::{dump, dump_view, sim_store, Dump};
+use std::collections::BTreeMap;
+
+fn opts() -> Options {
+    // A live fraction of 0.99 makes the GC rewrite every segment that is not wholly live.
+    Options::new()
+        .chunk_target_bytes(256)
+        .max_runs_per_table(4)
+        .retention(Retention::keep_last(3))
+        .segment_live_fraction_min(0.99)
+}
+
+const MODES: [CrashMode; 3] = [CrashMode::DropUnsynced, CrashMode::KeepUnsynced, CrashMode::TornLastWrite { keep: 9 }];
+
+/// The retention the compaction under test uses at each stage.
+fn retention(stage: u32) -> Retention {
+    if stage == 0 {
+        Retention::keep_last(3)
+    } else {
+        Retention::keep_last(0)
+    }
+}
+
+fn round(store: &Store, c: u32) -> Result<CheckpointId> {
+    let t = store.table("t")?;
+    for i in 0..40u32 {
+        t.put(&((c * 13 + i * 7) % 100).to_be_bytes(), format!("v{c}-{i}").as_bytes())?;
+    }
+    t.delete(&((c * 31) % 100).to_be_bytes())?;
+    Ok(store.checkpoint(&c.to_le_bytes())?.id)
+}
+
+/// Stage 0: 12 checkpoints, ready for a compaction that merges and applies retention.
+/// Stage 1: that compaction done and 4 more checkpoints, the first also writing table "v", so
+/// that merging "t" leaves that checkpoint's segment partly live: ready for a compaction with
+/// [`retention`] that merges, deletes and rewrites segments. Returns every checkpoint's state.
+fn setup(fs: &SimFs, stage: u32) -> Result<(Store, BTreeMap<CheckpointId, Dump>)> {
+    let store = sim_store(fs, opts())?;
+    let mut states = BTreeMap::new();
+    for c in 0..12 {
+        let id = round(&store, c)?;
+        states.insert(id, dump(&store)?);
+    }
+    if stage == 1 {
+        let merged = store.compact()?.merged_into.unwrap_or_else(|| panic!("stage 1 needs a merge"));
+        states.insert(merged, dump(&store)?);
+        store.table("v")?.put(b"v", &[7; 300])?;
+        for c in 12..16 {
+            let id = round(&store, c)?;
+            states.insert(id, dump(&store)?);
+        }
+    }
+    Ok((store, states))
+}
+
+/// Every checkpoint the store lists reads as it was committed; a compaction checkpoint holds
+/// the content of HEAD before the compaction (`head_state`).
+fn check_all(
+    store: &Store,
+    states: &mut BTreeMap<CheckpointId, Dump>,
+    head_state: &Dump,
+    what: &str,
+) -> Result<Vec<CheckpointId>> {
+    for c in store.checkpoints()? {
+        if c.kind == ManifestKind::Compaction {
+            states.entry(c.id).or_insert_with(|| head_state.clone());
+        }
+    }
+    let ids: Vec<CheckpointId> = store.checkpoints()?.iter().map(|c| c.id).collect();
+    for id in &ids {
+        let expected = states.get(id).unwrap_or_else(|| panic!("{what}: unknown checkpoint {id}"));
+        assert_eq!(&dump_view(&store.at(*id)?)?, expected, "{what}: checkpoint {id}");
+    }
+    Ok(ids)
+}
+
+#[test]
+fn crash_after_every_operation_of_compaction_and_gc() -> Result<()> {
+    let mut images = 0;
+    for stage in [0, 1] {
+        // Dry run: what a clean compaction keeps and how many operations it takes.
+        let fs = SimFs::new();
+        let (store, mut states) = setup(&fs, stage)?;
+        let head_state = dump(&store)?;
+        let start = fs.ops();
+        let report = store.compact_with(&retention(stage))?;
+        let ops = fs.ops() - start;
+        let kept = check_all(&store, &mut states, &head_state, "clean run")?;
+        let clean_bytes = store.stats()?.bytes_on_disk;
+        if stage == 1 {
+            assert!(report.segments_deleted > 0 && report.segments_rewritten > 0, "stage 1 exercises the GC: {report:?}");
+        }
+        drop(store);
+
+        for k in 1..=ops + 1 {
+            let fs = SimFs::new();
+            let (store, states) = setup(&fs, stage)?;
+            let before: Vec<CheckpointId> = store.checkpoints()?.iter().map(|c| c.id).collect();
+            fs.fail_at(fs.ops() + k, true);
+            let _ = store.compact_with(&retention(stage));
+            drop(store);
+            for mode in MODES {
+                let what = format!("stage {stage}, crash before op {k} of {ops}, {mode:?}");
+                let image = fs.crash_image(mode);
+                let store = sim_store(&image, opts()).unwrap_or_else(|e| panic!("{what}: reopen: {e}"));
+                assert_eq!(dump(&store)?, head_state, "{what}: the working state");
+                let mut states = states.clone();
+                let listed = check_all(&store, &mut states, &head_state, &what)?;
+                // Every checkpoint the clean run kept that existed before the compaction is
+                // still there (a compaction checkpoint may not have committed before the crash).
+                for id in kept.iter().filter(|id| before.contains(id)) {
+                    assert!(listed.contains(id), "{what}: lost retained checkpoint {id}");
+                }
+                // The next compaction finishes the job and cleans the leftovers.
+                store.compact_with(&retention(stage))?;
+                check_all(&store, &mut states, &head_state, &what)?;
+                assert!(store.verify()?.is_ok(), "{what}: verify");
+                let fixpoint = store.compact_with(&retention(stage))?;
+                assert_eq!((fixpoint.checkpoints_deleted, fixpoint.segments_deleted), (0, 0), "{what}: {fixpoint:?}");
+                let bytes = store.stats()?.bytes_on_disk;
+                assert!(bytes <= clean_bytes + 4096, "{what}: {bytes} bytes on disk after cleaning, {clean_bytes} clean");
+                images += 1;
+            }
+        }
+    }
+    assert!(images > 100, "{images} crash images");
+    Ok(())
+}
+
+#[test]
+fn a_checkpoint_at_every_gc_step_boundary_never_references_a_deleted_chunk() -> Result<()> {
+    // How many step boundaries a GC of stage 1 has.
+    let fs = SimFs::new();
+    let (store, _) = setup(&fs, 1)?;
+    let mut boundaries = 0;
+    store.compact_with_hook(&Retention::keep_last(3), |_| {
+        boundaries += 1;
+        Ok(())
+    })?;
+    drop(store);
+    assert!(boundaries >= 5, "{boundaries} step boundaries");
+
+    for at in 0..boundaries {
+        let fs = SimFs::new();
+        let (store, mut states) = setup(&fs, 1)?;
+        // Table "u" gets exactly the entries checkpoint 1 wrote to "t": its chunks are the
+        // chunks of segment 1, which the GC finds dead once checkpoint 1 is gone.
+        let first = states.get(&CheckpointId(1)).and_then(|d| d.get("t")).cloned().unwrap_or_default();
+        let mut n = 0;
+        let mut taken = None;
+        store.compact_with_hook(&Retention::keep_last(3), |step| {
+            if n == at {
+                let u = store.table("u")?;
+                for (k, v) in &first {
+                    u.put(k, v)?;
+                }
+                let info = store.checkpoint(b"during gc")?;
+                // Before the sweep the dead chunks are still indexed, so the checkpoint reuses
+                // them and the GC must keep their segments; once the sweep starts they are gone
+                // from the index and are written anew.
+                if step != CompactStep::SegmentDeleted {
+                    assert!(info.chunks_reused > 0, "boundary {at} ({step:?}): {info:?}");
+                }
+                taken = Some((info.id, dump(&store)?));
+            }
+            n += 1;
+            Ok(())
+        })?;
+        let (id, state) = taken.unwrap_or_else(|| panic!("boundary {at} never reached"));
+        states.insert(id, state.clone());
+        drop(store);
+        let store = sim_store(&fs, opts())?;
+        assert_eq!(dump(&store)?, state, "boundary {at}: reopen restores the checkpoint taken during the GC");
+        assert!(store.verify()?.is_ok(), "boundary {at}: {:?}", store.verify()?.problems);
+        store.compact()?;
+        assert_eq!(dump_view(&store.at(id)?)?, state, "boundary {at}: after the next compaction");
+    }
+    Ok(())
+}
