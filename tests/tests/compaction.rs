@@ -135,3 +135,45 @@ fn auto_compact_keeps_the_store_bounded() -> Result<()> {
     assert!(store.verify()?.is_ok());
     Ok(())
 }
+
+/// Regression: the GC measured a segment's live fraction against its file size, framing
+/// included, so a wholly live small segment looked sparse and every GC rewrote it again.
+#[test]
+fn a_wholly_live_segment_is_never_rewritten() -> Result<()> {
+    let fs = SimFs::new();
+    let store = sim_store(&fs, opts().segment_live_fraction_min(0.99))?;
+    history(&store, 3)?;
+    let first = store.compact_with(&Retention::keep_all())?;
+    assert_eq!(first.segments_rewritten, 0, "{first:?}");
+    let second = store.compact_with(&Retention::keep_all())?;
+    assert_eq!((second.segments_rewritten, second.bytes_written), (0, 0), "{second:?}");
+    Ok(())
+}
+
+/// A merge that leaves the oldest run alone must keep tombstones: the merged run would
+/// otherwise let a deleted key's old value in the base show through again.
+#[test]
+fn a_partial_merge_keeps_tombstones() -> Result<()> {
+    let fs = SimFs::new();
+    let store = sim_store(&fs, opts())?;
+    let t = store.table("t")?;
+    for i in 0..2000u32 {
+        t.put(&i.to_be_bytes(), b"base value")?;
+    }
+    store.checkpoint(b"base")?;
+    t.delete(&7u32.to_be_bytes())?;
+    store.checkpoint(b"delete")?;
+    for c in 0..4u32 {
+        t.put(b"small", &c.to_le_bytes())?;
+        store.checkpoint(b"small")?;
+    }
+    let expected = dump(&store)?;
+    let report = store.compact()?;
+    assert!(report.merged_into.is_some(), "{report:?}");
+    assert_eq!(store.stats()?.head_runs, 2, "the large base run is left alone");
+    drop((t, store));
+    let store = sim_store(&fs, opts())?;
+    assert_eq!(store.table("t")?.get(&7u32.to_be_bytes())?, None);
+    assert_eq!(dump(&store)?, expected);
+    Ok(())
+}

@@ -97,7 +97,10 @@ fn crash_after_every_operation_of_compaction_and_gc() -> Result<()> {
         let kept = check_all(&store, &mut states, &head_state, "clean run")?;
         let clean_bytes = store.stats()?.bytes_on_disk;
         if stage == 1 {
-            assert!(report.segments_deleted > 0 && report.segments_rewritten > 0, "stage 1 exercises the GC: {report:?}");
+            assert!(
+                report.segments_deleted > 0 && report.segments_rewritten > 0,
+                "stage 1 exercises the GC: {report:?}"
+            );
         }
         drop(store);
 
@@ -127,7 +130,10 @@ fn crash_after_every_operation_of_compaction_and_gc() -> Result<()> {
                 let fixpoint = store.compact_with(&retention(stage))?;
                 assert_eq!((fixpoint.checkpoints_deleted, fixpoint.segments_deleted), (0, 0), "{what}: {fixpoint:?}");
                 let bytes = store.stats()?.bytes_on_disk;
-                assert!(bytes <= clean_bytes + 4096, "{what}: {bytes} bytes on disk after cleaning, {clean_bytes} clean");
+                assert!(
+                    bytes <= clean_bytes + 4096,
+                    "{what}: {bytes} bytes on disk after cleaning, {clean_bytes} clean"
+                );
                 images += 1;
             }
         }

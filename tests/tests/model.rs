@@ -1,11 +1,13 @@
 //! A state-machine test against a `BTreeMap` model: random sequences of put, delete,
-//! checkpoint, reopen, crash, rollback and read-at-id on the simulated disk, checking after
-//! every step that the store holds exactly what the model says.
+//! checkpoint, reopen, crash, rollback, read-at-id, compact (with retention), pin, unpin and
+//! delete-checkpoint on the simulated disk, checking after every step that the store holds
+//! exactly what the model says and that every checkpoint retention must keep is still there.
 
 use cairn::storage::{CrashMode, SimFs};
-use cairn::{CheckpointId, Result, Store};
+use cairn::{CheckpointId, Error, Result, Retention, Store};
 use cairn_tests::{dump, dump_view, sim_store, tiny_chunks, Dump};
 use proptest::prelude::*;
+use std::collections::BTreeMap;
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -16,6 +18,10 @@ enum Op {
     Crash { keep_unsynced: bool },
     Rollback(usize),
     ReadAt(usize),
+    Compact { keep: u8 },
+    Pin(usize, u8),
+    Unpin(u8),
+    DeleteCheckpoint(usize),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -27,18 +33,29 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<bool>().prop_map(|keep_unsynced| Op::Crash { keep_unsynced }),
         1 => any::<usize>().prop_map(Op::Rollback),
         1 => any::<usize>().prop_map(Op::ReadAt),
+        1 => (0..4u8).prop_map(|keep| Op::Compact { keep }),
+        1 => (any::<usize>(), 0..3u8).prop_map(|(i, name)| Op::Pin(i, name)),
+        1 => (0..3u8).prop_map(Op::Unpin),
+        1 => any::<usize>().prop_map(Op::DeleteCheckpoint),
     ]
 }
 
 struct Model {
     working: Dump,
-    committed: Vec<(CheckpointId, Dump)>,
-    head: Option<usize>,
+    /// Every checkpoint that still exists, oldest first, with its content and whether it is a
+    /// regular checkpoint (not a compaction).
+    committed: Vec<(CheckpointId, Dump, bool)>,
+    head: Option<CheckpointId>,
+    pins: BTreeMap<u8, CheckpointId>,
 }
 
 impl Model {
     fn restored(&self) -> Dump {
-        self.head.map_or_else(Dump::new, |i| self.committed[i].1.clone())
+        self.head.map_or_else(Dump::new, |id| self.state(id).clone())
+    }
+
+    fn state(&self, id: CheckpointId) -> &Dump {
+        &self.committed.iter().find(|c| c.0 == id).unwrap_or_else(|| panic!("model lost {id}")).1
     }
 }
 
@@ -51,8 +68,8 @@ fn key(k: u8) -> Vec<u8> {
 
 fn run(ops: &[Op]) -> Result<()> {
     let mut fs = SimFs::new();
-    let mut store: Store = sim_store(&fs, tiny_chunks())?;
-    let mut model = Model { working: Dump::new(), committed: Vec::new(), head: None };
+    let mut store: Store = sim_store(&fs, model_opts())?;
+    let mut model = Model { working: Dump::new(), committed: Vec::new(), head: None, pins: BTreeMap::new() };
     for op in ops {
         match op {
             Op::Put { table, key: k, value } => {
@@ -69,38 +86,83 @@ fn run(ops: &[Op]) -> Result<()> {
             }
             Op::Checkpoint => {
                 let info = store.checkpoint(&[])?;
-                let parent = model.head.map(|i| model.committed[i].0);
-                assert_eq!(info.parent, parent);
-                model.committed.push((info.id, model.working.clone()));
-                model.head = Some(model.committed.len() - 1);
+                assert_eq!(info.parent, model.head);
+                model.committed.push((info.id, model.working.clone(), true));
+                model.head = Some(info.id);
             }
             Op::Reopen => {
                 drop(store);
-                store = sim_store(&fs, tiny_chunks())?;
+                store = sim_store(&fs, model_opts())?;
                 model.working = model.restored();
             }
             Op::Crash { keep_unsynced } => {
                 let mode = if *keep_unsynced { CrashMode::KeepUnsynced } else { CrashMode::DropUnsynced };
                 fs = fs.crash_image(mode);
                 drop(store);
-                store = sim_store(&fs, tiny_chunks())?;
+                store = sim_store(&fs, model_opts())?;
                 model.working = model.restored();
             }
             Op::Rollback(i) => {
                 if model.committed.is_empty() {
                     continue;
                 }
-                let i = i % model.committed.len();
-                store.rollback(model.committed[i].0)?;
-                model.head = Some(i);
+                let id = model.committed[i % model.committed.len()].0;
+                store.rollback(id)?;
+                model.head = Some(id);
                 model.working = model.restored();
             }
             Op::ReadAt(i) => {
                 if model.committed.is_empty() {
                     continue;
                 }
-                let (id, expected) = &model.committed[i % model.committed.len()];
+                let (id, expected, _) = &model.committed[i % model.committed.len()];
                 assert_eq!(&dump_view(&store.at(*id)?)?, expected, "read at {id}");
+            }
+            Op::Compact { keep } => {
+                let report = store.compact_with(&Retention::keep_last(usize::from(*keep)))?;
+                if let Some(merged) = report.merged_into {
+                    // A compaction checkpoint holds HEAD's content and becomes HEAD.
+                    let head_state = model.restored();
+                    model.committed.push((merged, head_state, false));
+                    model.head = Some(merged);
+                }
+                // What retention must keep: the newest `keep` regular checkpoints, HEAD, pins.
+                let mut must: Vec<CheckpointId> =
+                    model.committed.iter().rev().filter(|c| c.2).take(usize::from(*keep)).map(|c| c.0).collect();
+                must.extend(model.head);
+                must.extend(model.pins.values().copied());
+                let listed: Vec<CheckpointId> = store.checkpoints()?.iter().map(|c| c.id).collect();
+                for id in &must {
+                    assert!(listed.contains(id), "retention removed {id}, which it must keep");
+                }
+                model.committed.retain(|c| listed.contains(&c.0));
+                assert_eq!(listed, model.committed.iter().map(|c| c.0).collect::<Vec<_>>());
+            }
+            Op::Pin(i, name) => {
+                if model.committed.is_empty() {
+                    continue;
+                }
+                let id = model.committed[i % model.committed.len()].0;
+                store.pin(id, &format!("p{name}"))?;
+                model.pins.insert(*name, id);
+            }
+            Op::Unpin(name) => {
+                assert_eq!(store.unpin(&format!("p{name}"))?, model.pins.remove(name).is_some());
+            }
+            Op::DeleteCheckpoint(i) => {
+                if model.committed.is_empty() {
+                    continue;
+                }
+                let id = model.committed[i % model.committed.len()].0;
+                let refused = Some(id) == model.head || model.pins.values().any(|p| *p == id);
+                match store.delete_checkpoint(id) {
+                    Ok(()) => {
+                        assert!(!refused, "deleted {id}, which is HEAD or pinned");
+                        model.committed.retain(|c| c.0 != id);
+                    }
+                    Err(Error::InvalidArgument(_)) => assert!(refused, "refused to delete {id}"),
+                    Err(e) => return Err(e),
+                }
             }
         }
         assert_eq!(dump(&store)?, model.working, "after {op:?}");
@@ -110,10 +172,16 @@ fn run(ops: &[Op]) -> Result<()> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 128, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn store_matches_the_model(ops in prop::collection::vec(op(), 1..80)) {
         run(&ops).map_err(|e| TestCaseError::fail(e.to_string()))?;
     }
+}
+
+/// Tiny chunks and a bound of four runs: merges every few checkpoints, some of them partial
+/// (not including the oldest run, so they must keep tombstones).
+fn model_opts() -> cairn::Options {
+    tiny_chunks().max_runs_per_table(4)
 }
