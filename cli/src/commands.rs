@@ -1,5 +1,6 @@
 //! The inspection commands: `log`, `verify`, `rollback`, `stat`, `get`. Each opens an existing
-//! store (never creating one) and reports what it found.
+//! store (never creating one) and reports what it found. (`compact`, `pin`, `unpin` and `delete`
+//! are in `maintenance`.)
 
 use crate::show;
 use crate::{emit, CliError};
@@ -25,13 +26,22 @@ pub fn parse_id(text: &str) -> Result<CheckpointId, CliError> {
 }
 
 /// Turn the engine's "not found" for checkpoint `id` into a message naming the ids that exist.
-fn checkpoint_not_found(store: &Store, id: CheckpointId, err: cairn::Error) -> CliError {
+pub fn checkpoint_not_found(store: &Store, id: CheckpointId, err: cairn::Error) -> CliError {
     if !matches!(err, cairn::Error::NotFound(_)) {
         return err.into();
     }
     let existing = match store.checkpoints() {
         Ok(list) => match (list.first(), list.last()) {
-            (Some(first), Some(last)) => format!("this store has checkpoints {} to {}", first.id, last.id),
+            // Ids are never reused, so a gap-free range is exactly `first.id - last.id + 1` long.
+            (Some(first), Some(last)) if (last.id.0 - first.id.0) as usize + 1 == list.len() => {
+                format!("this store has checkpoints {} to {}", first.id, last.id)
+            }
+            (Some(first), Some(last)) => format!(
+                "this store has {} checkpoints from {} to {}, some deleted; see `cairn log`",
+                list.len(),
+                first.id,
+                last.id
+            ),
             _ => "this store has no checkpoints yet".to_string(),
         },
         Err(e) => format!("listing checkpoints failed too: {e}"),
@@ -104,14 +114,24 @@ pub fn stat(dir: &Path) -> Result<(), CliError> {
         format!("chunks: {}", s.chunks),
         format!("head_runs: {}", s.head_runs),
         format!("bytes_on_disk: {}", s.bytes_on_disk),
+        format!("live_bytes: {}", s.live_bytes),
+        format!("space_amplification: {:.2}", s.space_amplification),
+        // The engine counts this per open Store, and `stat` has just opened it.
+        format!("bytes_rewritten: {} (by compaction since this open)", s.bytes_rewritten),
         format!("unreadable_segments: {}", s.unreadable_segments),
+        format!("pins: {}", s.pins),
     ];
     for line in lines {
         emit(&line)?;
     }
+    for (name, id) in store.pins()? {
+        emit(&format!("pin {name:?} -> checkpoint {id}"))?;
+    }
     for name in store.tables()? {
         let keys = store.table(&name)?.len()?;
-        emit(&format!("table {name:?}: {keys} keys"))?;
+        // A table created since the head checkpoint has no runs yet.
+        let runs = s.runs_per_table.get(&name).copied().unwrap_or(0);
+        emit(&format!("table {name:?}: {keys} keys, {runs} run{}", if runs == 1 { "" } else { "s" }))?;
     }
     Ok(())
 }

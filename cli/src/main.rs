@@ -1,4 +1,5 @@
-//! `cairn`: run the demo stream job on a store, and inspect, verify and roll back stores.
+//! `cairn`: run the demo stream job on a store, and inspect, verify, roll back, pin and compact
+//! stores.
 //!
 //! Every command but `demo` opens the store with `create_if_missing(false)`, so a wrong path
 //! creates nothing. Errors are one line on stderr (`error: ...`) and a nonzero exit status:
@@ -6,6 +7,7 @@
 
 mod commands;
 mod demo;
+mod maintenance;
 mod show;
 
 use clap::{Parser, Subcommand};
@@ -17,8 +19,8 @@ use std::process::ExitCode;
 #[command(
     name = "cairn",
     version,
-    about = "Run the cairn demo job, and inspect, verify and roll back cairn stores.",
-    long_about = "Run the cairn demo job, and inspect, verify and roll back cairn stores.\n\n\
+    about = "Run the cairn demo job, and inspect, verify, roll back, pin and compact cairn stores.",
+    long_about = "Run the cairn demo job, and inspect, verify, roll back, pin and compact cairn stores.\n\n\
         A store is a directory holding keyed tables and a chain of checkpoints. Every command \
         except `demo` refuses a directory that holds no store and then changes nothing on disk."
 )]
@@ -58,10 +60,13 @@ enum Command {
     },
     /// Print the checkpoints of a store, oldest first, marking the head with `*`.
     #[command(long_about = "Print the checkpoints of a store, oldest first, one line each: id, parent \
-        (`-` for the first), creation time (UTC), dirty keys written, bytes written (segment, manifest \
-        and HEAD), chunks new and reused, duration, and metadata (quoted text if printable, else 0x and \
-        hex). The head, the checkpoint the working state is based on, is marked with `*`. Branches left \
-        by rollbacks are listed too; follow the parent column to walk one.")]
+        (`-` for the first), kind, creation time (UTC), dirty keys written, bytes written (segment, \
+        manifest and HEAD), chunks new and reused, duration, and metadata (quoted text if printable, \
+        else 0x and hex). The kind is `checkpoint` for a checkpoint of the working state and \
+        `compaction` for one `cairn compact` made: its parent's content and metadata in fewer runs. \
+        The head, the checkpoint the working state is based on, is marked with `*`. Branches left by \
+        rollbacks are listed too; follow the parent column to walk one (a parent that compaction or \
+        `cairn delete` removed is no longer listed).")]
     Log {
         /// Store directory.
         dir: PathBuf,
@@ -86,7 +91,13 @@ enum Command {
         #[arg(allow_hyphen_values = true)]
         id: String,
     },
-    /// Print figures about a store and the number of keys in each table.
+    /// Print figures about a store, its pins, and the keys and runs of each table.
+    #[command(long_about = "Print figures about a store: head, tables, keys, checkpoints, segments, \
+        chunks, runs at the head, bytes on disk, live bytes (raw bytes of the distinct chunks the stored \
+        checkpoints reference), space amplification (bytes on disk / live bytes), bytes compaction \
+        rewrote since this open (always 0 here: `stat` opens the store afresh), pins; then each pin \
+        (name -> checkpoint) and each table with its keys and its runs at the head (what a restore \
+        reads). Changes nothing.")]
     Stat {
         /// Store directory.
         dir: PathBuf,
@@ -110,13 +121,71 @@ enum Command {
         #[arg(long)]
         hex: bool,
     },
+    /// Merge runs, drop old checkpoints and reclaim the space they held.
+    #[command(long_about = "Compact a store: merge the runs of every table that has more than 8 at \
+        the head into a new `compaction` checkpoint (same content and metadata as the head, which it \
+        becomes), delete the checkpoints the retention rule drops, then delete the segments no \
+        remaining checkpoint needs and rewrite those that are mostly dead. Every remaining checkpoint \
+        reads exactly as before.\n\n\
+        Retention: the newest 10 checkpoints (not counting compaction checkpoints) by default, the \
+        newest N with --keep N, or all with --keep-all. The head and pinned checkpoints (see `cairn \
+        pin`) are always kept, whatever the rule says, so --keep 0 keeps just those.\n\n\
+        Shows a spinner with the current step on stderr when stderr is a terminal, then prints what \
+        was done and the bytes on disk before and after. An interrupted compaction loses nothing; \
+        run it again to finish.")]
+    Compact {
+        /// Store directory.
+        dir: PathBuf,
+        /// Keep the newest N checkpoints (besides the head and pins) instead of 10.
+        #[arg(long, value_name = "N")]
+        keep: Option<usize>,
+        /// Keep every checkpoint: only merge runs and collect garbage.
+        #[arg(long)]
+        keep_all: bool,
+    },
+    /// Pin checkpoint ID as the savepoint NAME, so compaction keeps it.
+    #[command(long_about = "Pin checkpoint ID as the savepoint NAME (1 to 255 bytes of UTF-8), durably. \
+        Compaction never removes a pinned checkpoint and `cairn delete` refuses it. Pinning a name that \
+        exists moves it to ID. `cairn stat` lists the pins.")]
+    Pin {
+        /// Store directory.
+        dir: PathBuf,
+        /// Checkpoint id, as shown by `cairn log`.
+        #[arg(allow_hyphen_values = true)]
+        id: String,
+        /// Name of the savepoint.
+        name: String,
+    },
+    /// Remove the pin NAME (the checkpoint itself stays until compaction drops it).
+    #[command(long_about = "Remove the pin NAME, durably. The checkpoint it named stays until a \
+        compaction's retention rule drops it. Exits 1 if there is no such pin.")]
+    Unpin {
+        /// Store directory.
+        dir: PathBuf,
+        /// Name of the savepoint, as listed by `cairn stat`.
+        name: String,
+    },
+    /// Delete checkpoint ID now; `cairn compact` reclaims its space.
+    #[command(long_about = "Delete checkpoint ID now, durably. The head (roll back elsewhere first) and \
+        pinned checkpoints (unpin them first) are refused. The checkpoint's segment stays until the next \
+        `cairn compact`, which deletes what no remaining checkpoint needs. Checkpoints whose parent it \
+        was keep reading as before.")]
+    Delete {
+        /// Store directory.
+        dir: PathBuf,
+        /// Checkpoint id, as shown by `cairn log`.
+        #[arg(allow_hyphen_values = true)]
+        id: String,
+    },
 }
 
-/// A failure to report: one line on stderr and exit status 1.
+/// A failure to report: one line on stderr and exit status 1 (2 for [`CliError::Usage`]).
 #[derive(Debug)]
 pub enum CliError {
     /// Something to say to the user.
     Message(String),
+    /// A malformed command line that clap's rules do not catch; exit status 2.
+    Usage(String),
     /// Stdout was closed (e.g. piped into `head`): stop quietly.
     BrokenPipe,
 }
@@ -154,6 +223,10 @@ fn run(cli: Cli) -> Result<bool, CliError> {
         Command::Get { dir, table, key, at, hex } => {
             commands::get(&commands::GetArgs { dir: &dir, table: &table, key: &key, hex, at: at.as_deref() })?
         }
+        Command::Compact { dir, keep, keep_all } => maintenance::compact(&dir, keep, keep_all)?,
+        Command::Pin { dir, id, name } => maintenance::pin(&dir, &id, &name)?,
+        Command::Unpin { dir, name } => maintenance::unpin(&dir, &name)?,
+        Command::Delete { dir, id } => maintenance::delete(&dir, &id)?,
     }
     Ok(true)
 }
@@ -166,6 +239,10 @@ fn main() -> ExitCode {
             // One line, whatever the message holds.
             eprintln!("error: {}", message.replace(['\n', '\r'], " "));
             ExitCode::FAILURE
+        }
+        Err(CliError::Usage(message)) => {
+            eprintln!("error: {}", message.replace(['\n', '\r'], " "));
+            ExitCode::from(2)
         }
     }
 }

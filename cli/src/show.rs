@@ -1,6 +1,6 @@
 //! How the CLI prints things: times, bytes, checkpoint log lines. Pure functions, no I/O.
 
-use cairn::{CheckpointId, CheckpointInfo};
+use cairn::{CheckpointId, CheckpointInfo, ManifestKind};
 use std::time::Duration;
 
 /// Lowercase hex of `bytes`.
@@ -104,12 +104,21 @@ pub fn duration(d: Duration) -> String {
     format!("{}.{:03}ms", d.as_micros() / 1000, d.as_micros() % 1000)
 }
 
+/// A checkpoint's kind as `cairn log` shows it.
+pub fn kind(kind: ManifestKind) -> &'static str {
+    match kind {
+        ManifestKind::Checkpoint => "checkpoint",
+        ManifestKind::Compaction => "compaction",
+    }
+}
+
 /// The header of [`log_line`]'s columns.
 pub fn log_header() -> String {
     format!(
-        "  {:>10}  {:>6}  {:<24}  {:>10}  {:>13}  {:>10}  {:>13}  {:>12}  metadata",
+        "  {:>10}  {:>6}  {:<10}  {:<24}  {:>10}  {:>13}  {:>10}  {:>13}  {:>12}  metadata",
         "checkpoint",
         "parent",
+        "kind",
         "created (UTC)",
         "dirty_keys",
         "bytes_written",
@@ -124,9 +133,10 @@ pub fn log_line(c: &CheckpointInfo, head: Option<CheckpointId>) -> String {
     let mark = if Some(c.id) == head { '*' } else { ' ' };
     let parent = c.parent.map_or_else(|| "-".to_string(), |p| p.to_string());
     format!(
-        "{mark} {:>10}  {:>6}  {:<24}  {:>10}  {:>13}  {:>10}  {:>13}  {:>12}  {}",
+        "{mark} {:>10}  {:>6}  {:<10}  {:<24}  {:>10}  {:>13}  {:>10}  {:>13}  {:>12}  {}",
         c.id.to_string(),
         parent,
+        kind(c.kind),
         utc(c.created_unix_ms),
         c.dirty_keys,
         c.bytes_written,
@@ -148,11 +158,16 @@ pub fn log(checkpoints: &[CheckpointInfo], head: Option<CheckpointId>) -> String
         out.push_str(&log_line(c, head));
         out.push('\n');
     }
+    let compactions = checkpoints.iter().filter(|c| c.kind == ManifestKind::Compaction).count();
+    let plural = |n: usize| if n == 1 { "" } else { "s" };
+    let n = checkpoints.len();
+    let count = match compactions {
+        0 => format!("{n} checkpoint{}", plural(n)),
+        c => format!("{n} checkpoint{} ({c} compaction{})", plural(n), plural(c)),
+    };
     match head {
-        Some(h) => {
-            out.push_str(&format!("{} checkpoints; * = head ({h}), the working state's base\n", checkpoints.len()))
-        }
-        None => out.push_str(&format!("{} checkpoints; no head\n", checkpoints.len())),
+        Some(h) => out.push_str(&format!("{count}; * = head ({h}), the working state's base\n")),
+        None => out.push_str(&format!("{count}; no head\n")),
     }
     out
 }

@@ -47,7 +47,13 @@ impl Store {
     /// Pin checkpoint `id` as the savepoint `name`: compaction never removes it while pinned.
     /// Pinning an existing name moves it to `id`. Durable when it returns.
     pub fn pin(&self, id: CheckpointId, name: &str) -> Result<()> {
-        format::validate_table_name(name).map_err(|e| Error::InvalidArgument(format!("pin name: {e}")))?;
+        if name.is_empty() || name.len() > format::MAX_TABLE_NAME_LEN {
+            return Err(Error::InvalidArgument(format!(
+                "pin name of {} bytes is outside 1..={}",
+                name.len(),
+                format::MAX_TABLE_NAME_LEN
+            )));
+        }
         let mut inner = self.shared.lock()?;
         inner.check_writable()?;
         self.committed_manifest(&inner, id)?;
