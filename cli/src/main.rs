@@ -5,6 +5,7 @@
 //! creates nothing. Errors are one line on stderr (`error: ...`) and a nonzero exit status:
 //! 1 for an error or a failed verification, 2 for a malformed command line.
 
+mod bench;
 mod commands;
 mod demo;
 mod maintenance;
@@ -31,6 +32,37 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the standard benchmark workload on the real filesystem, with the machine's floor
+    /// measured in the same run.
+    #[command(long_about = "Run the standard benchmark workload (../shared/BENCH.md) end to end on the \
+        real filesystem, with the machine's floor measured in the same run.\n\n\
+        Loads S keys (16-byte keys, 100-byte values) and checkpoints; runs R rounds of D updates \
+        and one durable checkpoint each; then reopens the store and reads every key back against \
+        an order-independent checksum. The floor is the median 4 KiB append + fsync, sequential \
+        write bandwidth (256 MiB, one fsync) and D updates of a HashMap. Prints a table of \
+        figures with their ratio to the floor; with --json, one JSON object as the last line. \
+        Works in a fresh directory (default ./cairn-bench-<pid>) that it removes at the end.")]
+    Bench {
+        /// Keys of state (S).
+        #[arg(long, value_name = "S", default_value_t = 1_000_000)]
+        keys: u64,
+        /// Keys updated per round (D).
+        #[arg(long, value_name = "D", default_value_t = 10_000)]
+        dirty: u64,
+        /// Rounds of updates and a checkpoint (R).
+        #[arg(long, value_name = "R", default_value_t = 20)]
+        rounds: u64,
+        /// Choose updated keys with a Zipf distribution of this exponent (e.g. 0.99) instead of
+        /// uniformly.
+        #[arg(long, value_name = "X")]
+        zipf: Option<f64>,
+        /// Also print the figures as one JSON object on the last line.
+        #[arg(long)]
+        json: bool,
+        /// Directory to work in; must not exist (it is removed at the end).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// Run a word-count stream job on a store, resuming from its head checkpoint.
     #[command(long_about = "Run a word-count stream job on a store, resuming from its head checkpoint.\n\n\
         The source is a deterministic stream of words (event i is a word derived from i, events \
@@ -213,6 +245,10 @@ pub fn emit(text: &str) -> Result<(), CliError> {
 
 fn run(cli: Cli) -> Result<bool, CliError> {
     match cli.command {
+        Command::Bench { keys, dirty, rounds, zipf, json, dir } => {
+            let dir = dir.unwrap_or_else(|| PathBuf::from(format!("cairn-bench-{}", std::process::id())));
+            bench::bench(&bench::BenchArgs { keys, dirty, rounds, zipf, json, dir })?
+        }
         Command::Demo { dir, events, checkpoint_every, crash_after } => {
             demo::run(&demo::DemoArgs { dir: &dir, events, checkpoint_every, crash_after })?
         }

@@ -5,15 +5,18 @@
 //! dirty key, whether that checkpoint had the key, so that put-then-delete of a key the
 //! checkpoint never had writes nothing, and of a key it had writes a tombstone.
 
+mod key;
+
+pub(crate) use key::Key;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 
 /// One table of the working state.
 #[derive(Default)]
 pub(crate) struct TableState {
-    data: BTreeMap<Vec<u8>, Vec<u8>>,
+    data: BTreeMap<Key, Vec<u8>>,
     /// Dirty key -> whether the base checkpoint had it.
-    dirty: HashMap<Vec<u8>, bool>,
+    dirty: HashMap<Key, bool>,
 }
 
 /// Entries captured from one table for a checkpoint: unsorted, each key once; `None` is a
@@ -22,7 +25,7 @@ pub(crate) type CapturedEntries = Vec<(Vec<u8>, Option<Vec<u8>>)>;
 
 impl TableState {
     /// A table holding `data` as its checkpointed state (nothing dirty).
-    pub(crate) fn restored(data: BTreeMap<Vec<u8>, Vec<u8>>) -> Self {
+    pub(crate) fn restored(data: BTreeMap<Key, Vec<u8>>) -> Self {
         TableState { data, dirty: HashMap::new() }
     }
 
@@ -42,16 +45,16 @@ impl TableState {
         match self.data.get_mut(key) {
             Some(slot) => {
                 if !self.dirty.contains_key(key) {
-                    self.dirty.insert(key.to_vec(), true);
+                    self.dirty.insert(Key::from(key), true);
                 }
                 slot.clear();
                 slot.extend_from_slice(value);
             }
             None => {
                 if !self.dirty.contains_key(key) {
-                    self.dirty.insert(key.to_vec(), false);
+                    self.dirty.insert(Key::from(key), false);
                 }
-                self.data.insert(key.to_vec(), value.to_vec());
+                self.data.insert(Key::from(key), value.to_vec());
             }
         }
     }
@@ -60,7 +63,7 @@ impl TableState {
     pub(crate) fn delete(&mut self, key: &[u8]) -> bool {
         let present = self.data.remove(key).is_some();
         if present && !self.dirty.contains_key(key) {
-            self.dirty.insert(key.to_vec(), true);
+            self.dirty.insert(Key::from(key), true);
         }
         present
     }
@@ -72,7 +75,7 @@ impl TableState {
                 return Vec::new();
             }
         }
-        self.data.range::<[u8], _>((lower, upper)).map(|(k, v)| (k.clone(), v.clone())).collect()
+        self.data.range::<[u8], _>((lower, upper)).map(|(k, v)| (k.as_slice().to_vec(), v.clone())).collect()
     }
 
     /// Take the dirty set: every key written since the base checkpoint with its current value,
@@ -81,12 +84,9 @@ impl TableState {
         let dirty = std::mem::take(&mut self.dirty);
         let mut out = Vec::with_capacity(dirty.len());
         for (key, base_had_it) in dirty {
-            match self.data.get(&key) {
-                Some(v) => {
-                    let v = v.clone();
-                    out.push((key, Some(v)));
-                }
-                None if base_had_it => out.push((key, None)),
+            match self.data.get(key.as_slice()) {
+                Some(v) => out.push((key.as_slice().to_vec(), Some(v.clone()))),
+                None if base_had_it => out.push((key.as_slice().to_vec(), None)),
                 None => {}
             }
         }

@@ -9,6 +9,7 @@ pub(crate) use chunks::{read_segment_table, ChunkIndex};
 pub(crate) use manifests::{check_manifest_invariants, load_manifest, read_head};
 
 use crate::format::{self, ChunkHash, ManifestTable, RunIndex};
+use crate::state::Key;
 use crate::storage::{segment_name, Storage};
 use crate::{Error, Result};
 use std::collections::BTreeMap;
@@ -37,7 +38,7 @@ pub(crate) fn materialize_table(
     storage: &dyn Storage,
     index: &ChunkIndex,
     table: &ManifestTable,
-) -> Result<BTreeMap<Vec<u8>, Vec<u8>>> {
+) -> Result<BTreeMap<Key, Vec<u8>>> {
     let mut data = BTreeMap::new();
     for run in &table.runs {
         let run_index = read_run_index(storage, index, &run.index)?;
@@ -50,7 +51,7 @@ pub(crate) fn materialize_table(
             let raw = read_chunk(storage, index, &c.hash)?;
             let n = format::decode_entries(&raw, |key, value| match value {
                 Some(v) => {
-                    data.insert(key.to_vec(), v.to_vec());
+                    data.insert(Key::from(key), v.to_vec());
                 }
                 None => {
                     data.remove(key);

@@ -1,0 +1,379 @@
+//! `cairn bench`: the standard workload of `../shared/BENCH.md`, end to end on the real
+//! filesystem, with the machine's floor measured in the same run.
+//!
+//! Load S keys (16-byte keys, 100-byte values) and checkpoint; then R rounds of D updates
+//! (uniform, or Zipf with `--zipf`) and a durable checkpoint each; then close, reopen and read
+//! everything back against an order-independent checksum. The floor: the median latency of a
+//! 4 KiB append plus fsync, sequential write bandwidth (256 MiB in 1 MiB writes, one fsync),
+//! and D updates of existing keys in a `HashMap<Vec<u8>, Vec<u8>>`.
+
+use crate::{emit, CliError};
+use cairn::{Options, Store};
+use cairn_benches::{key16, value100};
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// What `cairn bench` was asked for.
+pub struct BenchArgs {
+    /// Keys of state (S).
+    pub keys: u64,
+    /// Keys updated per round (D).
+    pub dirty: u64,
+    /// Rounds (R).
+    pub rounds: u64,
+    /// Zipf exponent for the choice of updated keys (uniform when `None`).
+    pub zipf: Option<f64>,
+    /// Print one JSON object as the last line.
+    pub json: bool,
+    /// Directory to work in (removed afterwards).
+    pub dir: PathBuf,
+}
+
+fn io(what: &str, e: std::io::Error) -> CliError {
+    CliError::from(format!("{what}: {e}"))
+}
+
+/// xorshift64*: a fixed seed makes every run choose the same keys and values.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Chooses key ids: uniform, or Zipf by inverting a precomputed CDF.
+enum Chooser {
+    Uniform,
+    Zipf(Vec<f64>),
+}
+
+impl Chooser {
+    fn new(keys: u64, zipf: Option<f64>) -> Self {
+        match zipf {
+            None => Chooser::Uniform,
+            Some(s) => {
+                let mut cdf = Vec::with_capacity(keys as usize);
+                let mut sum = 0.0;
+                for rank in 1..=keys {
+                    sum += 1.0 / (rank as f64).powf(s);
+                    cdf.push(sum);
+                }
+                cdf.iter_mut().for_each(|c| *c /= sum);
+                Chooser::Zipf(cdf)
+            }
+        }
+    }
+
+    fn pick(&self, rng: &mut Rng, keys: u64) -> u64 {
+        match self {
+            Chooser::Uniform => rng.next() % keys,
+            // Rank r maps to a scattered id so hot keys are not neighbours.
+            Chooser::Zipf(cdf) => {
+                let rank = cdf.partition_point(|&c| c < rng.unit()) as u64;
+                rank.min(keys - 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) % keys
+            }
+        }
+    }
+}
+
+/// Bytes this process caused to be written to storage (`write_bytes` of /proc/self/io).
+fn write_bytes() -> u64 {
+    proc_field("/proc/self/io", "write_bytes:").unwrap_or(0)
+}
+
+/// Peak resident set size (`VmHWM` of /proc/self/status), in bytes.
+fn peak_rss() -> u64 {
+    proc_field("/proc/self/status", "VmHWM:").map_or(0, |kib| kib * 1024)
+}
+
+fn proc_field(path: &str, field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let line = text.lines().find(|l| l.starts_with(field))?;
+    line.trim_start_matches(field).split_whitespace().next()?.parse().ok()
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v.get(i).copied().unwrap_or(0.0)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Order-independent checksum of a (key, value) pair set: the wrapping sum of a hash of each.
+fn pair_hash(key: &[u8], value: &[u8]) -> u64 {
+    let mut h = blake3::Hasher::new();
+    h.update(&(key.len() as u64).to_le_bytes());
+    h.update(key);
+    h.update(value);
+    let bytes = h.finalize();
+    u64::from_le_bytes(bytes.as_bytes()[..8].try_into().unwrap_or([0; 8]))
+}
+
+/// Median latency of a 4 KiB append followed by fsync, in ms.
+fn fsync_floor(dir: &Path) -> Result<f64, CliError> {
+    let path = dir.join("floor-fsync");
+    let mut f = OpenOptions::new().create(true).append(true).open(&path).map_err(|e| io("floor file", e))?;
+    let block = [0x5au8; 4096];
+    let mut times = Vec::with_capacity(200);
+    for _ in 0..200 {
+        let t = Instant::now();
+        f.write_all(&block).map_err(|e| io("floor write", e))?;
+        f.sync_all().map_err(|e| io("floor fsync", e))?;
+        times.push(ms(t.elapsed()));
+    }
+    std::fs::remove_file(&path).ok();
+    Ok(median(&mut times))
+}
+
+/// Sequential write bandwidth: 256 MiB in 1 MiB writes and one fsync, in MB/s.
+fn bandwidth_floor(dir: &Path) -> Result<f64, CliError> {
+    let path = dir.join("floor-seq");
+    let mut f = File::create(&path).map_err(|e| io("floor file", e))?;
+    let block = vec![0xa5u8; 1 << 20];
+    let t = Instant::now();
+    for _ in 0..256 {
+        f.write_all(&block).map_err(|e| io("floor write", e))?;
+    }
+    f.sync_all().map_err(|e| io("floor fsync", e))?;
+    let secs = t.elapsed().as_secs_f64();
+    std::fs::remove_file(&path).ok();
+    Ok(256.0 * 1_048_576.0 / 1e6 / secs)
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            match e.metadata() {
+                Ok(m) if m.is_dir() => total += dir_bytes(&e.path()),
+                Ok(m) => total += m.len(),
+                Err(_) => {}
+            }
+        }
+    }
+    total
+}
+
+/// Run the workload; print a table and, with `--json`, one JSON object as the last line.
+pub fn bench(args: &BenchArgs) -> Result<(), CliError> {
+    if args.keys == 0 || args.dirty == 0 || args.rounds == 0 {
+        return Err(CliError::from("--keys, --dirty and --rounds must be at least 1".to_string()));
+    }
+    if args.dirty > args.keys {
+        return Err(CliError::from("--dirty cannot exceed --keys".to_string()));
+    }
+    if args.dir.exists() {
+        return Err(CliError::from(format!("{} exists; bench needs a fresh directory", args.dir.display())));
+    }
+    std::fs::create_dir_all(&args.dir).map_err(|e| io("bench directory", e))?;
+    let result = run(args);
+    std::fs::remove_dir_all(&args.dir).ok();
+    result
+}
+
+fn run(args: &BenchArgs) -> Result<(), CliError> {
+    let (s, d) = (args.keys, args.dirty);
+    let payload = d * (16 + 100);
+
+    // The floor, measured first on the same filesystem.
+    let fsync_ms = fsync_floor(&args.dir)?;
+    let write_mb_per_s = bandwidth_floor(&args.dir)?;
+    let mut rng = Rng(0x00c0_ffee_d15c_0001);
+    let chooser = Chooser::new(s, args.zipf);
+    let hashmap_update_ms = {
+        let mut map: HashMap<Vec<u8>, Vec<u8>> = HashMap::with_capacity(s as usize);
+        for id in 0..s {
+            map.insert(key16(id).to_vec(), value100(id, 0).to_vec());
+        }
+        let mut times = Vec::new();
+        for round in 1..=args.rounds {
+            let ids: Vec<u64> = (0..d).map(|_| chooser.pick(&mut rng, s)).collect();
+            let t = Instant::now();
+            for id in &ids {
+                map.insert(key16(*id).to_vec(), value100(*id, round).to_vec());
+            }
+            times.push(ms(t.elapsed()));
+        }
+        median(&mut times)
+    };
+    // The floor's HashMap is gone: reset the peak-RSS high-water mark so it counts cairn only.
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let floor_checkpoint_ms = fsync_ms + payload as f64 / (write_mb_per_s * 1e6) * 1e3;
+    let floor_round_ms = hashmap_update_ms + floor_checkpoint_ms;
+
+    // Load.
+    let store_dir = args.dir.join("store");
+    let mut versions = vec![0u64; s as usize];
+    let t = Instant::now();
+    let store = Store::open_with(&store_dir, Options::new())?;
+    let table = store.table("state")?;
+    for id in 0..s {
+        table.put(&key16(id), &value100(id, 0))?;
+    }
+    store.checkpoint(b"load")?;
+    let load_s = t.elapsed().as_secs_f64();
+
+    // Rounds.
+    let mut rng = Rng(0x00c0_ffee_d15c_0002);
+    let (mut update_ms, mut checkpoint_ms, mut round_ms, mut written) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for round in 1..=args.rounds {
+        let ids: Vec<u64> = (0..d).map(|_| chooser.pick(&mut rng, s)).collect();
+        let t = Instant::now();
+        for id in &ids {
+            table.put(&key16(*id), &value100(*id, round))?;
+            versions[*id as usize] = round;
+        }
+        let updated = t.elapsed();
+        let before = write_bytes();
+        let c = Instant::now();
+        store.checkpoint(&round.to_le_bytes())?;
+        let checkpointed = c.elapsed();
+        written.push((write_bytes() - before) as f64);
+        update_ms.push(ms(updated));
+        checkpoint_ms.push(ms(checkpointed));
+        round_ms.push(ms(updated + checkpointed));
+    }
+    let footprint_bytes = dir_bytes(&store_dir);
+    let expected: u64 =
+        (0..s).fold(0u64, |acc, id| acc.wrapping_add(pair_hash(&key16(id), &value100(id, versions[id as usize]))));
+    drop((table, store));
+
+    // Restore.
+    let t = Instant::now();
+    let store = Store::open_with(&store_dir, Options::new())?;
+    let table = store.table("state")?;
+    table.get(&key16(0))?.ok_or_else(|| CliError::from("restore lost key 0".to_string()))?;
+    let restore_first_get_s = t.elapsed().as_secs_f64();
+    let mut sum = 0u64;
+    for id in 0..s {
+        let k = key16(id);
+        let v = table.get(&k)?.ok_or_else(|| CliError::from(format!("restore lost key {id}")))?;
+        sum = sum.wrapping_add(pair_hash(&k, &v));
+    }
+    let restore_total_s = t.elapsed().as_secs_f64();
+    if sum != expected {
+        return Err(CliError::from("restore checksum differs from what was written".to_string()));
+    }
+    drop((table, store));
+
+    let updates_per_s = d as f64 / (median(&mut update_ms) / 1e3);
+    let hashmap_updates_per_s = d as f64 / (hashmap_update_ms / 1e3);
+    let checkpoint_p50_ms = median(&mut checkpoint_ms);
+    let checkpoint_p99_ms = percentile(&mut checkpoint_ms, 0.99);
+    let checkpoint_max_ms = percentile(&mut checkpoint_ms, 1.0);
+    let round_p50_ms = median(&mut round_ms);
+    let bytes_per_checkpoint = median(&mut written);
+    let raw_bytes = s * (16 + 100);
+    let load_floor_s = s as f64 / hashmap_updates_per_s + raw_bytes as f64 / (write_mb_per_s * 1e6);
+    let peak_rss_bytes = peak_rss();
+
+    let rows: Vec<(&str, String, String)> = vec![
+        (
+            "workload",
+            format!("S={s} D={d} R={} {}", args.rounds, args.zipf.map_or("uniform".into(), |z| format!("zipf {z}"))),
+            String::new(),
+        ),
+        ("fsync (4 KiB append)", format!("{fsync_ms:.3} ms"), "floor".into()),
+        ("sequential write", format!("{write_mb_per_s:.0} MB/s"), "floor".into()),
+        ("HashMap updates", format!("{hashmap_updates_per_s:.0} /s"), "floor".into()),
+        ("load", format!("{load_s:.2} s"), format!("{:.2}x floor ({load_floor_s:.2} s)", load_s / load_floor_s)),
+        ("updates", format!("{updates_per_s:.0} /s"), format!("{:.2}x HashMap", updates_per_s / hashmap_updates_per_s)),
+        (
+            "checkpoint p50",
+            format!("{checkpoint_p50_ms:.2} ms"),
+            format!("{:.2}x floor ({floor_checkpoint_ms:.2} ms)", checkpoint_p50_ms / floor_checkpoint_ms),
+        ),
+        (
+            "checkpoint p99 / max",
+            format!("{checkpoint_p99_ms:.2} / {checkpoint_max_ms:.2} ms"),
+            format!("p99 {:.2}x p50", checkpoint_p99_ms / checkpoint_p50_ms),
+        ),
+        (
+            "round p50",
+            format!("{round_p50_ms:.2} ms"),
+            format!("{:.2}x floor ({floor_round_ms:.2} ms)", round_p50_ms / floor_round_ms),
+        ),
+        (
+            "bytes per checkpoint",
+            format!("{bytes_per_checkpoint:.0}"),
+            format!("{:.3}x payload ({payload})", bytes_per_checkpoint / payload as f64),
+        ),
+        (
+            "footprint",
+            format!("{footprint_bytes} bytes"),
+            format!("{:.2}x raw ({raw_bytes})", footprint_bytes as f64 / raw_bytes as f64),
+        ),
+        ("restore first get", format!("{restore_first_get_s:.3} s"), String::new()),
+        ("restore all keys", format!("{restore_total_s:.3} s"), "checksum ok".into()),
+        (
+            "peak RSS",
+            format!("{peak_rss_bytes} bytes"),
+            format!("{:.2}x raw", peak_rss_bytes as f64 / raw_bytes as f64),
+        ),
+    ];
+    for (name, value, ratio) in &rows {
+        emit(&format!("{name:<24} {value:>26}  {ratio}"))?;
+    }
+    if args.json {
+        let fields: Vec<(&str, f64)> = vec![
+            ("keys", s as f64),
+            ("dirty", d as f64),
+            ("rounds", args.rounds as f64),
+            ("load_s", load_s),
+            ("load_vs_floor", load_s / load_floor_s),
+            ("updates_per_s", updates_per_s),
+            ("hashmap_updates_per_s", hashmap_updates_per_s),
+            ("updates_vs_hashmap", updates_per_s / hashmap_updates_per_s),
+            ("checkpoint_p50_ms", checkpoint_p50_ms),
+            ("checkpoint_p99_ms", checkpoint_p99_ms),
+            ("checkpoint_max_ms", checkpoint_max_ms),
+            ("floor_checkpoint_ms", floor_checkpoint_ms),
+            ("checkpoint_vs_floor", checkpoint_p50_ms / floor_checkpoint_ms),
+            ("round_p50_ms", round_p50_ms),
+            ("floor_round_ms", floor_round_ms),
+            ("round_vs_floor", round_p50_ms / floor_round_ms),
+            ("bytes_per_checkpoint", bytes_per_checkpoint),
+            ("bytes_vs_payload", bytes_per_checkpoint / payload as f64),
+            ("footprint_bytes", footprint_bytes as f64),
+            ("restore_first_get_s", restore_first_get_s),
+            ("restore_total_s", restore_total_s),
+            ("peak_rss_bytes", peak_rss_bytes as f64),
+            ("fsync_ms", fsync_ms),
+            ("write_mb_per_s", write_mb_per_s),
+        ];
+        let body: Vec<String> = fields.iter().map(|(k, v)| format!("\"{k}\":{}", json_number(*v))).collect();
+        emit(&format!("{{{}}}", body.join(",")))?;
+    }
+    Ok(())
+}
+
+/// A finite number as JSON (non-finite values, which JSON cannot hold, become null).
+fn json_number(v: f64) -> String {
+    if !v.is_finite() {
+        "null".to_string()
+    } else if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{}", v as i64)
+    } else {
+        format!("{v:.6}")
+    }
+}

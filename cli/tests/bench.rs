@@ -1,0 +1,60 @@
+//! `cairn bench` runs the standard workload end to end (here tiny), checks what it restores,
+//! prints the figures `../shared/BENCH.md` asks for as one JSON object on its last line, and
+//! leaves nothing behind. Figures are not asserted on: speed is for benchmarks, not tests.
+
+use std::process::Command;
+
+const KEYS: [&str; 16] = [
+    "load_s",
+    "updates_per_s",
+    "checkpoint_p50_ms",
+    "checkpoint_p99_ms",
+    "round_p50_ms",
+    "floor_round_ms",
+    "round_vs_floor",
+    "bytes_per_checkpoint",
+    "bytes_vs_payload",
+    "footprint_bytes",
+    "restore_first_get_s",
+    "restore_total_s",
+    "peak_rss_bytes",
+    "hashmap_updates_per_s",
+    "fsync_ms",
+    "write_mb_per_s",
+];
+
+#[test]
+fn bench_prints_every_figure_as_json_and_cleans_up() {
+    let dir = std::env::temp_dir().join(format!("cairn-cli-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["bench", "--keys", "3000", "--dirty", "100", "--rounds", "3", "--json", "--dir"])
+        .arg(&dir)
+        .output()
+        .unwrap_or_else(|e| panic!("run cairn bench: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "cairn bench failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("checksum ok"), "{stdout}");
+    let last = stdout.lines().last().unwrap_or_default();
+    assert!(last.starts_with('{') && last.ends_with('}'), "last line is not a JSON object: {last}");
+    for key in KEYS {
+        assert!(last.contains(&format!("\"{key}\":")), "missing {key} in {last}");
+    }
+    assert!(!last.contains("null"), "a figure was not finite: {last}");
+    assert!(!dir.exists(), "the bench directory was not removed");
+}
+
+#[test]
+fn bench_refuses_an_existing_directory_and_bad_sizes() {
+    let dir = std::env::temp_dir().join(format!("cairn-cli-bench-existing-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).ok();
+    let run =
+        |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_cairn")).args(args).output().unwrap_or_else(|e| panic!("{e}"));
+    let out = run(&["bench", "--keys", "10", "--dir", dir.to_str().unwrap_or_default()]);
+    assert!(!out.status.success());
+    assert!(dir.exists(), "an existing directory is left alone");
+    let out = run(&["bench", "--keys", "10", "--dirty", "20", "--dir", "/nonexistent/cairn-bench"]);
+    assert!(!out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1, "one-line error");
+    std::fs::remove_dir_all(&dir).ok();
+}
