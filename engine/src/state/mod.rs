@@ -15,8 +15,16 @@ use std::ops::Bound;
 #[derive(Default)]
 pub(crate) struct TableState {
     data: BTreeMap<Key, Vec<u8>>,
-    /// Dirty key -> whether the base checkpoint had it.
-    dirty: HashMap<Key, bool>,
+    dirty: HashMap<Key, Dirty>,
+}
+
+/// A key written since the base checkpoint.
+struct Dirty {
+    /// Whether the base checkpoint had the key.
+    base_had_it: bool,
+    /// Its current value (`None`: deleted). Kept here so capture needs no lookup in `data`:
+    /// `put` pays for the tree lookup anyway, capture then only drains this map.
+    value: Option<Vec<u8>>,
 }
 
 /// Entries captured from one table for a checkpoint: unsorted, each key once; `None` is a
@@ -41,29 +49,45 @@ impl TableState {
         self.dirty.len()
     }
 
-    pub(crate) fn put(&mut self, key: &[u8], value: &[u8]) {
-        match self.data.get_mut(key) {
-            Some(slot) => {
-                if !self.dirty.contains_key(key) {
-                    self.dirty.insert(Key::from(key), true);
+    /// Record that `key` now has `value` (`None`: deleted); `present_before` says whether the
+    /// working state had it just before this write, which for a key not yet dirty is whether
+    /// the base checkpoint had it.
+    fn mark_dirty(&mut self, key: &[u8], present_before: bool, value: Option<&[u8]>) {
+        match self.dirty.get_mut(key) {
+            Some(d) => match (&mut d.value, value) {
+                (Some(buf), Some(v)) => {
+                    buf.clear();
+                    buf.extend_from_slice(v);
                 }
-                slot.clear();
-                slot.extend_from_slice(value);
-            }
+                (slot, v) => *slot = v.map(<[u8]>::to_vec),
+            },
             None => {
-                if !self.dirty.contains_key(key) {
-                    self.dirty.insert(Key::from(key), false);
-                }
-                self.data.insert(Key::from(key), value.to_vec());
+                self.dirty
+                    .insert(Key::from(key), Dirty { base_had_it: present_before, value: value.map(<[u8]>::to_vec) });
             }
         }
+    }
+
+    pub(crate) fn put(&mut self, key: &[u8], value: &[u8]) {
+        let present = match self.data.get_mut(key) {
+            Some(slot) => {
+                slot.clear();
+                slot.extend_from_slice(value);
+                true
+            }
+            None => {
+                self.data.insert(Key::from(key), value.to_vec());
+                false
+            }
+        };
+        self.mark_dirty(key, present, Some(value));
     }
 
     /// Delete `key`; returns whether it was present.
     pub(crate) fn delete(&mut self, key: &[u8]) -> bool {
         let present = self.data.remove(key).is_some();
-        if present && !self.dirty.contains_key(key) {
-            self.dirty.insert(Key::from(key), true);
+        if present || self.dirty.contains_key(key) {
+            self.mark_dirty(key, present, None);
         }
         present
     }
@@ -79,14 +103,14 @@ impl TableState {
     }
 
     /// Take the dirty set: every key written since the base checkpoint with its current value,
-    /// or a tombstone if the base had it and it is now gone. O(dirty).
+    /// or a tombstone if the base had it and it is now gone. O(dirty), no lookup in the tree.
     pub(crate) fn capture(&mut self) -> CapturedEntries {
         let dirty = std::mem::take(&mut self.dirty);
         let mut out = Vec::with_capacity(dirty.len());
-        for (key, base_had_it) in dirty {
-            match self.data.get(key.as_slice()) {
-                Some(v) => out.push((key.as_slice().to_vec(), Some(v.clone()))),
-                None if base_had_it => out.push((key.as_slice().to_vec(), None)),
+        for (key, d) in dirty {
+            match d.value {
+                Some(v) => out.push((key.as_slice().to_vec(), Some(v))),
+                None if d.base_had_it => out.push((key.as_slice().to_vec(), None)),
                 None => {}
             }
         }
