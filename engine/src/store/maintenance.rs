@@ -291,25 +291,41 @@ impl Store {
                 manifests.push(load_manifest(st, id, None)?.0);
             }
         }
-        let live = gc::live_chunks(st, &inner.chunks, &manifests)?;
-        let mut uses = gc::segment_use(&inner.chunks, &live, head.max_segment_id);
-        // Each committed segment's chunk bytes (framing excluded, so a wholly live segment
-        // has a live fraction of exactly 1 and is never rewritten again). A segment that is
-        // home to no chunk (every chunk in it has a newer copy, e.g. after a crash between a
-        // rewrite and its sweep) is dead. One whose table does not read is left alone for
-        // `verify` to report.
-        let mut sizes = BTreeMap::new();
-        for name in st.list(SEGMENTS)? {
-            let Some(id) = parse_segment_name(&name).filter(|id| *id <= head.max_segment_id) else { continue };
+        // Read every committed segment's table first. A segment whose table did not read at
+        // open (a passing error) may hold live chunks the index lacks: indexing it now gives
+        // them a home, so it cannot be taken for dead. A segment whose table does not read
+        // now is left alone, for `verify` to report.
+        let mut tables = BTreeMap::new();
+        let mut unreadable = Vec::new();
+        let mut ids: Vec<SegmentId> = st
+            .list(SEGMENTS)?
+            .iter()
+            .filter_map(|n| parse_segment_name(n))
+            .filter(|id| *id <= head.max_segment_id)
+            .collect();
+        ids.sort_unstable_by(|a, b| b.cmp(a));
+        for id in ids {
             match version::read_segment_table(st, id) {
                 Ok(table) => {
-                    sizes.insert(id, table.iter().map(|c| u64::from(c.stored_len)).sum::<u64>());
-                    uses.entry(id).or_default();
+                    inner.chunks.add_segment(id, &table);
+                    tables.insert(id, table);
                 }
-                Err(_) => {
-                    uses.remove(&id);
-                }
+                Err(_) => unreadable.push(id),
             }
+        }
+        let live = gc::live_chunks(st, &inner.chunks, &manifests)?;
+        let mut uses = gc::segment_use(&inner.chunks, &live, head.max_segment_id);
+        // Each segment's chunk bytes, framing excluded, so a wholly live segment has a live
+        // fraction of exactly 1 and is never rewritten again. A segment that is home to no
+        // chunk (every chunk in it has a newer copy, e.g. after a crash between a rewrite and
+        // its sweep) is dead.
+        let mut sizes = BTreeMap::new();
+        for (id, table) in &tables {
+            sizes.insert(*id, table.iter().map(|c| u64::from(c.stored_len)).sum::<u64>());
+            uses.entry(*id).or_default();
+        }
+        for id in unreadable {
+            uses.remove(&id);
         }
         inner.gc_guard = Some(HashSet::new());
         Ok(Some(GcPlan { uses, sizes, min_live_fraction: self.shared.opts.segment_live_fraction_min }))

@@ -92,7 +92,8 @@ pub struct Stats {
     pub unreadable_segments: u64,
     /// Runs of each table at the head checkpoint (what a restore reads).
     pub runs_per_table: BTreeMap<String, u64>,
-    /// Raw bytes of the distinct chunks the retained checkpoints reference.
+    /// Raw bytes of the distinct chunks the retained checkpoints reference (0 when a run index
+    /// cannot be read: see `unreadable_segments` and [`Store::verify`]).
     pub live_bytes: u64,
     /// `bytes_on_disk / live_bytes` (0 when nothing is live).
     pub space_amplification: f64,
@@ -244,18 +245,23 @@ impl Store {
         let segments = list_ids(st, SEGMENTS, parse_segment_name)?;
         let next_checkpoint = manifests.iter().map(|(id, _)| id.0).chain([max_checkpoint]).max().unwrap_or(0) + 1;
         let next_segment = segments.iter().map(|(id, _)| id.0).chain([max_segment]).max().unwrap_or(0) + 1;
-        let mut removed = false;
+        // A leftover must be gone, durably, before anything new is committed: the next commit
+        // raises HEAD's high-water marks past its id, which would make it look committed. If
+        // removing one fails, the store opens poisoned (readable, refusing writes).
+        let mut poisoned = None;
         if !opts.read_only {
-            for (_, name) in manifests.iter().filter(|(id, _)| id.0 > max_checkpoint) {
-                removed |= st.delete(name).is_ok();
+            let leftovers: Vec<&String> = manifests
+                .iter()
+                .filter(|(id, _)| id.0 > max_checkpoint)
+                .map(|(_, n)| n)
+                .chain(segments.iter().filter(|(id, _)| id.0 > max_segment).map(|(_, n)| n))
+                .collect();
+            if !leftovers.is_empty() {
+                let removed = leftovers.iter().try_for_each(|name| st.delete(name)).and_then(|()| st.sync());
+                if let Err(e) = removed {
+                    poisoned = Some(format!("removing the leftovers of an interrupted checkpoint failed: {e}"));
+                }
             }
-            for (_, name) in segments.iter().filter(|(id, _)| id.0 > max_segment) {
-                removed |= st.delete(name).is_ok();
-            }
-        }
-        if removed {
-            // Best effort: an undeleted leftover stays invisible and is retried next open.
-            let _ = st.sync();
         }
 
         let pins = match st.read(PINS, MAX_PINS_LEN) {
@@ -297,7 +303,7 @@ impl Store {
             next_segment,
             unreadable_segments,
             read_only: opts.read_only,
-            poisoned: None,
+            poisoned,
             pins,
             viewed: BTreeMap::new(),
             gc_guard: None,
@@ -507,8 +513,11 @@ impl Store {
                 retained.push(load_manifest(st, id, None)?.0);
             }
         }
-        let live = crate::compaction::gc::live_chunks(st, &inner.chunks, &retained)?;
-        stats.live_bytes = live.iter().filter_map(|h| inner.chunks.get(h)).map(|l| u64::from(l.chunk.raw_len)).sum();
+        // A run index in an unreadable segment leaves live bytes unknown (0); `verify` names it.
+        if let Ok(live) = crate::compaction::gc::live_chunks(st, &inner.chunks, &retained) {
+            stats.live_bytes =
+                live.iter().filter_map(|h| inner.chunks.get(h)).map(|l| u64::from(l.chunk.raw_len)).sum();
+        }
         for (id, name) in list_ids(st, SEGMENTS, parse_segment_name)? {
             if id.0 <= max_segment {
                 stats.segments += 1;
