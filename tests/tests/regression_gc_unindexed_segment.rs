@@ -1,7 +1,8 @@
 //! Regression (found by review): a segment whose chunk table failed to read at open (a passing
 //! I/O error) was missing from the chunk index. When the GC later read its table fine, it
-//! found the segment home to no chunk and deleted it, although a retained checkpoint needed
-//! its chunks. The GC now indexes every committed segment it can read before deciding.
+//! found the segment home to no chunk: if the segment held only entries chunks it deleted it,
+//! although a retained checkpoint needed them; if it held a run index (as here), the whole
+//! compaction failed. The GC now indexes every committed segment it can read before deciding.
 
 use cairn::storage::{CrashMode, SimFs};
 use cairn::{Options, Result, Retention};
