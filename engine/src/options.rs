@@ -57,13 +57,20 @@ impl Default for Options {
     }
 }
 
+// Twice the largest target plus the largest entry (kind byte, two varints, key, value) fits a chunk.
+const _: () = assert!(
+    2 * Options::MAX_CHUNK_TARGET_BYTES + 1 + 3 + 4 + crate::format::MAX_KEY_LEN + crate::format::MAX_VALUE_LEN
+        <= MAX_CHUNK_LEN
+);
+
 impl Options {
     /// Default typical chunk size.
     pub const DEFAULT_CHUNK_TARGET_BYTES: usize = 64 * 1024;
     /// Smallest allowed chunk target (tiny chunks let tests reach chunk boundaries with little data).
     pub const MIN_CHUNK_TARGET_BYTES: usize = 64;
-    /// Largest allowed chunk target; a chunk is cut at twice the target at the latest.
-    pub const MAX_CHUNK_TARGET_BYTES: usize = MAX_CHUNK_LEN / 4;
+    /// Largest allowed chunk target. A chunk is cut as soon as it reaches twice the target, so
+    /// it holds less than that plus one entry, which must stay within `MAX_CHUNK_LEN`.
+    pub const MAX_CHUNK_TARGET_BYTES: usize = 4 * 1024 * 1024;
 
     /// The defaults (see the table above).
     pub fn new() -> Self {

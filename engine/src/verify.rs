@@ -78,7 +78,8 @@ pub(crate) fn verify(st: &dyn Storage, head: crate::Result<Option<Head>>) -> Ver
     };
     let mut segment_ids: Vec<_> =
         segments.iter().filter_map(|n| parse_segment_name(n)).filter(|id| *id <= head.max_segment_id).collect();
-    segment_ids.sort();
+    // Newest first, like open: a chunk copied by a GC rewrite is read from its copy.
+    segment_ids.sort_unstable_by(|a, b| b.cmp(a));
     for id in segment_ids {
         let name = segment_name(id);
         let table = match version::read_segment_table(st, id) {

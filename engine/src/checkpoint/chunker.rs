@@ -4,8 +4,8 @@
 //! grows with the entry's size, decided by a hash of its *key*. Equal runs of entries thus cut
 //! at the same keys wherever they appear, so equal content makes equal chunks (and is stored
 //! once) even when it is written again at another position, e.g. by a later merge.
-//! A chunk is at least a quarter of the target (unless the input ends) and at most twice the
-//! target (unless a single entry is larger).
+//! A chunk is at least a quarter of the target (unless the input ends) and is ended as soon as
+//! it reaches twice the target, so it is smaller than twice the target plus one entry.
 
 /// FNV-1a over the key, then a 64-bit finalizer (fmix64) to spread the bits. Stable forever:
 /// chunk boundaries, and so deduplication, depend on it.

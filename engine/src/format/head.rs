@@ -23,7 +23,7 @@ pub struct Head {
     pub manifest_hash: ManifestHash,
     /// Highest checkpoint id ever committed (≥ `current`; larger after a rollback).
     pub max_checkpoint_id: CheckpointId,
-    /// Highest segment id any committed checkpoint wrote (0 when none).
+    /// Highest segment id committed, by a checkpoint, a merge or a GC rewrite (0 when none).
     pub max_segment_id: SegmentId,
 }
 

@@ -42,8 +42,9 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
     s
 }
 
-/// Identifies one committed checkpoint. Ids grow by one per checkpoint across all branches and
-/// are never reused, so an id names exactly one manifest.
+/// Identifies one checkpoint. Each new checkpoint takes an id above every id the store has
+/// committed or seen on disk, across all branches, so an id names exactly one committed
+/// manifest (the id of an uncommitted leftover may be taken again once it is removed).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
 pub struct CheckpointId(pub u64);
 
@@ -53,7 +54,8 @@ impl fmt::Display for CheckpointId {
     }
 }
 
-/// Identifies one immutable segment file. Ids grow and are never reused.
+/// Identifies one immutable segment file. New ids are above every id committed or seen on
+/// disk, so an id names exactly one committed segment.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
 pub struct SegmentId(pub u64);
 

@@ -196,7 +196,8 @@ pub fn decode_manifest(bytes: &[u8]) -> Result<(Manifest, ManifestHash), DecodeE
         duration_us: r.u64()?,
     };
     let metadata = r.bytes_max("metadata", MAX_METADATA_LEN)?.to_vec();
-    // A table takes at least 2 bytes; a run at least 35: counts are bounded by what is left.
+    // A table takes at least 3 bytes (name length, a name byte, run count); a run at least 35:
+    // counts are bounded by what is left.
     let table_count = r.varint_max("table count", (r.remaining() / 2) as u64)? as usize;
     let mut tables: Vec<ManifestTable> = Vec::with_capacity(table_count);
     for _ in 0..table_count {
@@ -213,7 +214,8 @@ pub fn decode_manifest(bytes: &[u8]) -> Result<(Manifest, ManifestHash), DecodeE
             let entries = r.varint()?;
             let data_bytes = r.varint()?;
             let chunks = r.varint()?;
-            if entries == 0 || chunks == 0 || chunks > entries || data_bytes < entries * 2 {
+            // Each entry takes at least 2 bytes (two varints); compared without overflow.
+            if entries == 0 || chunks == 0 || chunks > entries || data_bytes / 2 < entries {
                 return Err(invalid("run", "counts are inconsistent"));
             }
             runs.push(RunRef { index, entries, data_bytes, chunks });

@@ -51,7 +51,7 @@ pub const MAX_METADATA_LEN: usize = 1024 * 1024;
 /// Most pinned checkpoints.
 pub const MAX_PINS: usize = 4096;
 /// Largest PINS object: the bound on the allocation made while reading it.
-pub const MAX_PINS_LEN: usize = 64 + MAX_PINS * (8 + 2 + MAX_TABLE_NAME_LEN) + 32;
+pub const MAX_PINS_LEN: usize = 16 + MAX_PINS * (8 + 2 + MAX_TABLE_NAME_LEN) + 32;
 /// Longest table name, in bytes (UTF-8); also the longest pin name.
 pub const MAX_TABLE_NAME_LEN: usize = 255;
 /// Largest manifest, in bytes: the bound on the allocation made while reading one.

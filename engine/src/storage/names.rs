@@ -1,5 +1,5 @@
-//! The names of the objects cairn creates. Only names produced here are ever opened or
-//! deleted; anything else in a store directory is left alone.
+//! The names of the objects cairn creates. Only names produced here, and their `.tmp`
+//! temporaries, are ever opened or deleted; anything else in a store directory is left alone.
 
 use crate::format::{CheckpointId, SegmentId};
 

@@ -53,6 +53,11 @@ impl OsFs {
                         .mode(0o700)
                         .create(root)
                         .map_err(|e| Error::io("create_dir", &shown, e))?;
+                    // The new directory's own entry must be durable before anything in it is.
+                    if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
+                        fsync_dir_path(parent, sync)
+                            .map_err(|e| Error::io("fsync_dir", parent.display().to_string(), e))?;
+                    }
                 }
                 Err(e) => return Err(Error::io("read_dir", &shown, e)),
             }
@@ -71,12 +76,16 @@ impl OsFs {
             Err(fs::TryLockError::Error(e)) => return Err(Error::io("lock", format!("{shown}/{LOCK}"), e)),
         }
         if create {
+            let mut created = false;
             for dir in [SEGMENTS, MANIFESTS] {
                 match fs::DirBuilder::new().mode(0o700).create(root.join(dir)) {
-                    Ok(()) => {}
+                    Ok(()) => created = true,
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                     Err(e) => return Err(Error::io("create_dir", format!("{shown}/{dir}"), e)),
                 }
+            }
+            if created {
+                fsync_dir_path(root, sync).map_err(|e| Error::io("fsync_dir", &shown, e))?;
             }
         }
         Ok(OsFs { root: root.to_path_buf(), sync, _lock: lock })
@@ -89,6 +98,13 @@ impl OsFs {
             self.root.join(rel)
         }
     }
+}
+
+fn fsync_dir_path(dir: &Path, sync: bool) -> io::Result<()> {
+    if sync {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 impl LocalStorage {

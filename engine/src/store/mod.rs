@@ -152,7 +152,7 @@ impl Inner {
     /// working state's checkpointed content), and record what it wrote.
     fn adopt(&mut self, p: checkpoint::Persisted) {
         self.next_checkpoint = self.next_checkpoint.max(p.manifest.id.0 + 1);
-        if let Some((id, chunks)) = &p.segment {
+        for (id, chunks) in &p.segments {
             self.chunks.add_segment(*id, chunks);
             self.next_segment = self.next_segment.max(id.0 + 1);
         }

@@ -47,17 +47,36 @@ pub(crate) fn materialize_table(
             return Err(Error::corrupted(object, "chunk count differs from the manifest"));
         }
         let mut entries = 0u64;
+        let mut last_key: Option<Vec<u8>> = None;
         for c in &run_index.chunks {
             let raw = read_chunk(storage, index, &c.hash)?;
-            let n = format::decode_entries(&raw, |key, value| match value {
-                Some(v) => {
-                    data.insert(Key::from(key), v.to_vec());
-                }
-                None => {
-                    data.remove(key);
+            let object = format!("chunk {}", c.hash.to_hex());
+            // The run index's first key is the chunk's, and keys increase across the run.
+            let mut first: Option<Vec<u8>> = None;
+            format::decode_entries(&raw, |key, _| {
+                if first.is_none() {
+                    first = Some(key.to_vec());
                 }
             })
-            .map_err(|e| Error::corrupted(format!("chunk {}", c.hash.to_hex()), e.to_string()))?;
+            .map_err(|e| Error::corrupted(&object, e.to_string()))?;
+            if first.as_deref() != Some(c.first_key.as_slice()) {
+                return Err(Error::corrupted(&object, "its first key differs from the run index"));
+            }
+            if last_key.as_ref().is_some_and(|last| last.as_slice() >= c.first_key.as_slice()) {
+                return Err(Error::corrupted(&object, "its keys overlap the previous chunk of the run"));
+            }
+            let n = format::decode_entries(&raw, |key, value| {
+                last_key = Some(key.to_vec());
+                match value {
+                    Some(v) => {
+                        data.insert(Key::from(key), v.to_vec());
+                    }
+                    None => {
+                        data.remove(key);
+                    }
+                }
+            })
+            .map_err(|e| Error::corrupted(&object, e.to_string()))?;
             if n != c.entries {
                 return Err(Error::corrupted(object, "entry count differs from the run index"));
             }
