@@ -73,3 +73,11 @@ pub use view::CheckpointView;
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;
+
+/// Sort, cut into chunks, hash and encode `entries` (key, value or `None` for a tombstone)
+/// as one checkpoint would, in memory only; returns the segment bytes produced. Exposed for
+/// the `hash_chunk` benchmark; not part of the stable API.
+#[doc(hidden)]
+pub fn encode_entries_for_bench(entries: Vec<(Vec<u8>, Option<Vec<u8>>)>, chunk_target_bytes: usize) -> u64 {
+    checkpoint::encode_only(entries, chunk_target_bytes)
+}

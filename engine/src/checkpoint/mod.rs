@@ -306,6 +306,17 @@ pub(crate) fn persist(
     commit(storage, sink, new, placement.head)
 }
 
+/// Sort, chunk, hash and encode `entries` into in-memory segments with no I/O and no stored
+/// chunks to deduplicate against; returns the segment bytes produced. For the `hash_chunk`
+/// benchmark.
+pub(crate) fn encode_only(entries: CapturedEntries, target: usize) -> u64 {
+    let stored = ChunkIndex::default();
+    let mut sink = ChunkSink::new(&stored, SegmentId(1), &Options::new());
+    write_run(&mut sink, entries, target);
+    let (segments, _, _) = sink.into_segments();
+    segments.into_iter().map(|w| w.finish().0.len() as u64).sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
