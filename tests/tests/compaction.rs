@@ -177,3 +177,30 @@ fn a_partial_merge_keeps_tombstones() -> Result<()> {
     assert_eq!(dump(&store)?, expected);
     Ok(())
 }
+
+/// With `auto_compact`, a compaction that fails after the checkpoint committed does not make
+/// the checkpoint look failed: it is returned, durable, and the error is in `stats()`.
+#[test]
+fn a_failed_auto_compaction_does_not_fail_the_committed_checkpoint() -> Result<()> {
+    let fs = SimFs::new();
+    let store = sim_store(&fs, opts().auto_compact(true))?;
+    history(&store, 2)?;
+    // How many operations the checkpoint itself takes, measured on a copy without compaction.
+    let copy = fs.crash_image(cairn::storage::CrashMode::KeepUnsynced);
+    let probe = sim_store(&copy, opts())?;
+    probe.table("t")?.put(b"k", b"v")?;
+    let before = copy.ops();
+    probe.checkpoint(b"probe")?;
+    let checkpoint_ops = copy.ops() - before;
+
+    store.table("t")?.put(b"k", b"v")?;
+    fs.fail_at(fs.ops() + checkpoint_ops + 1, false);
+    let info = store.checkpoint(b"committed")?;
+    let stats = store.stats()?;
+    assert!(stats.last_auto_compact_error.is_some(), "{stats:?}");
+    assert!(matches!(store.checkpoint(b"next"), Err(Error::Poisoned(_))), "the I/O error poisoned the store");
+    drop(store);
+    let store = sim_store(&fs, opts())?;
+    assert_eq!(store.head()?.map(|h| (h.id, h.metadata)), Some((info.id, b"committed".to_vec())));
+    Ok(())
+}

@@ -101,6 +101,8 @@ pub struct Stats {
     pub bytes_rewritten: u64,
     /// Pinned savepoints.
     pub pins: u64,
+    /// Why the last automatic compaction ([`crate::Options::auto_compact`]) failed, if it did.
+    pub last_auto_compact_error: Option<String>,
 }
 
 /// The checkpoint the working state is based on.
@@ -131,6 +133,8 @@ pub(crate) struct Inner {
     compacting: bool,
     /// Bytes compaction wrote since open.
     bytes_rewritten: u64,
+    /// Why the last automatic compaction failed, if it did.
+    last_auto_compact_error: Option<String>,
 }
 
 impl Inner {
@@ -309,6 +313,7 @@ impl Store {
             gc_guard: None,
             compacting: false,
             bytes_rewritten: 0,
+            last_auto_compact_error: None,
         };
         Ok(Store { shared: Arc::new(Shared { storage, opts, inner: Mutex::new(inner) }) })
     }
@@ -402,7 +407,11 @@ impl Store {
         inner.adopt(persisted);
         drop(guard);
         if self.shared.opts.auto_compact {
-            self.compact()?;
+            // The checkpoint is committed whatever happens next: a failed compaction must not
+            // look like a failed checkpoint. Its error is kept for `stats()` (and an I/O error
+            // poisons the store, which the next write reports).
+            let outcome = self.compact().err().map(|e| e.to_string());
+            self.shared.lock()?.last_auto_compact_error = outcome;
         }
         Ok(info)
     }
@@ -503,6 +512,7 @@ impl Store {
             }),
             bytes_rewritten: inner.bytes_rewritten,
             pins: inner.pins.len() as u64,
+            last_auto_compact_error: inner.last_auto_compact_error.clone(),
             ..Stats::default()
         };
         let mut retained = Vec::new();
