@@ -108,7 +108,7 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
                     Some((l.split_whitespace().next()?.to_string(), l.rsplit('"').nth(1)?.parse::<u64>().ok()?))
                 })
                 .filter(|(_, off)| Some(*off) < before)
-                .last();
+                .next_back();
             let Some((id, offset)) = target else { continue };
             let mut cmd = cairn();
             cmd.arg("rollback").arg(&dir).arg(&id);
