@@ -107,8 +107,7 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
                 .filter_map(|l| {
                     Some((l.split_whitespace().next()?.to_string(), l.rsplit('"').nth(1)?.parse::<u64>().ok()?))
                 })
-                .filter(|(_, off)| Some(*off) < before)
-                .next_back();
+                .rfind(|(_, off)| Some(*off) < before);
             let Some((id, offset)) = target else { continue };
             let mut cmd = cairn();
             cmd.arg("rollback").arg(&dir).arg(&id);
