@@ -27,6 +27,31 @@ pub enum CrashMode {
         /// Bytes of the unsynced content that survive.
         keep: usize,
     },
+    /// Like `KeepUnsynced`, but the unsynced tail of the last file written reads back as
+    /// zeros (its length survived, its content did not).
+    ZeroTail,
+    /// Like `ZeroTail`, with pseudo-random bytes from `seed` instead of zeros.
+    GarbageTail {
+        /// Seed of the garbage.
+        seed: u64,
+    },
+    /// Each change not yet made durable (a file's content, a directory entry) independently
+    /// survives or not, chosen by `seed`: writes reaching the disk out of order.
+    Reordered {
+        /// Seed of the choices.
+        seed: u64,
+    },
+    /// Like `KeepUnsynced`, but the last rename whose directory was not fsynced since is lost:
+    /// the target keeps its old entry and the source is back.
+    LostRename,
+}
+
+/// xorshift64*, for reproducible crash images.
+fn next_random(state: &mut u64) -> u64 {
+    *state ^= *state >> 12;
+    *state ^= *state << 25;
+    *state ^= *state >> 27;
+    state.wrapping_mul(0x2545_f491_4f6c_dd1d)
 }
 
 #[derive(Clone, Default)]
@@ -46,6 +71,8 @@ struct State {
     fail_at: Option<u64>,
     fail_persistent: bool,
     last_write: Option<usize>,
+    /// The last rename: source, target, and the target's entry before it.
+    last_rename: Option<(String, String, Option<usize>)>,
     log: Vec<String>,
     points: BTreeMap<String, u64>,
 }
@@ -154,6 +181,56 @@ impl SimFs {
                 }
                 s.names.clone()
             }
+            CrashMode::ZeroTail | CrashMode::GarbageTail { .. } => {
+                let mut seed = match mode {
+                    CrashMode::GarbageTail { seed } => seed | 1,
+                    _ => 0,
+                };
+                if let Some(inode) = s.last_write.and_then(|i| inodes.get_mut(i)) {
+                    // The part not known durable: everything past the common prefix.
+                    let synced = inode.data.iter().zip(&inode.durable).take_while(|(a, b)| a == b).count();
+                    for b in inode.data.iter_mut().skip(synced) {
+                        *b = if seed == 0 { 0 } else { next_random(&mut seed) as u8 };
+                    }
+                }
+                s.names.clone()
+            }
+            CrashMode::Reordered { seed } => {
+                let mut seed = seed | 1;
+                for i in &mut inodes {
+                    if i.data != i.durable && next_random(&mut seed).is_multiple_of(2) {
+                        i.data = i.durable.clone();
+                    }
+                }
+                let mut names = s.durable_names.clone();
+                let paths: BTreeSet<&String> = s.names.keys().chain(s.durable_names.keys()).collect();
+                for path in paths {
+                    let (volatile, durable) = (s.names.get(path), s.durable_names.get(path));
+                    if volatile != durable && next_random(&mut seed).is_multiple_of(2) {
+                        match volatile {
+                            Some(&i) => names.insert(path.clone(), i),
+                            None => names.remove(path),
+                        };
+                    }
+                }
+                names
+            }
+            CrashMode::LostRename => {
+                let mut names = s.names.clone();
+                if let Some((from, to, previous)) = &s.last_rename {
+                    // Only a rename whose new entry is not yet durable can be lost.
+                    let durable = s.durable_names.get(to) == s.names.get(to);
+                    if !durable {
+                        if let Some(i) = names.remove(to) {
+                            names.insert(from.clone(), i);
+                        }
+                        if let Some(p) = previous {
+                            names.insert(to.clone(), *p);
+                        }
+                    }
+                }
+                names
+            }
         };
         for i in &mut inodes {
             i.durable = i.data.clone();
@@ -210,7 +287,8 @@ impl Fs for SimFs {
         let mut s = self.lock();
         self.op(&mut s, "rename", to)?;
         let i = s.names.remove(from).ok_or(io::ErrorKind::NotFound)?;
-        s.names.insert(to.to_string(), i);
+        let previous = s.names.insert(to.to_string(), i);
+        s.last_rename = Some((from.to_string(), to.to_string(), previous));
         Ok(())
     }
 
