@@ -48,6 +48,8 @@ mod checkpoint;
 pub(crate) mod compaction;
 mod error;
 pub mod format;
+#[doc(hidden)]
+pub mod fuzz_ops;
 mod options;
 mod state;
 pub mod storage;

@@ -9,11 +9,12 @@ type Target = fn(&[u8]);
 #[test]
 fn every_corpus_file_decodes_without_panic() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
-    let targets: [(&str, Target); 4] = [
+    let targets: [(&str, Target); 5] = [
         ("chunk", cairn::format::fuzzing::chunk),
         ("segment", cairn::format::fuzzing::segment),
         ("manifest", cairn::format::fuzzing::manifest),
         ("head", cairn::format::fuzzing::head),
+        ("ops_crash", cairn::fuzz_ops::ops_crash),
     ];
     let mut replayed = 0;
     for (target, run) in targets {
@@ -22,7 +23,8 @@ fn every_corpus_file_decodes_without_panic() {
         for entry in entries.flatten() {
             let data = std::fs::read(entry.path()).unwrap_or_else(|e| panic!("{}: {e}", entry.path().display()));
             run(&data);
-            // Every prefix too: truncations are the commonest damage.
+            // Every prefix too: truncations are the commonest damage (and, for ops_crash,
+            // shorter workloads).
             for cut in (0..data.len()).step_by(7) {
                 run(&data[..cut]);
             }
