@@ -23,7 +23,7 @@ pub use names::{
     manifest_name, parse_manifest_name, parse_segment_name, segment_name, HEAD, MANIFESTS, PINS, SEGMENTS, STORE_MARKER,
 };
 pub use os::{LocalStorage, OsFs};
-pub use sim::{CrashMode, SimFs, SimStorage};
+pub use sim::{CrashMode, SimFs, SimStorage, FAULT_POINTS};
 
 use crate::Result;
 

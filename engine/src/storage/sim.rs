@@ -75,6 +75,7 @@ struct State {
     last_rename: Option<(String, String, Option<usize>)>,
     log: Vec<String>,
     points: BTreeMap<String, u64>,
+    op_points: Vec<String>,
 }
 
 /// A simulated filesystem. Clones share the same disk.
@@ -86,6 +87,30 @@ pub struct SimFs {
 fn dir_of(path: &str) -> &str {
     path.rsplit_once('/').map_or("", |(d, _)| d)
 }
+
+/// The named fault points of every durability operation: `operation:object-class`, where the
+/// class is `segment`, `manifest`, `head` (HEAD and its temporary), `other` (the store marker,
+/// PINS and their temporaries) or `dir`. Every one must be reached, and its failure handled,
+/// by the test suite (`tests/tests/fault_points.rs`).
+pub const FAULT_POINTS: [&str; 17] = [
+    "write:segment",
+    "fsync:segment",
+    "rename:segment",
+    "remove:segment",
+    "write:manifest",
+    "fsync:manifest",
+    "rename:manifest",
+    "remove:manifest",
+    "write:head",
+    "fsync:head",
+    "rename:head",
+    "remove:head",
+    "write:other",
+    "fsync:other",
+    "rename:other",
+    "remove:other",
+    "fsync_dir:dir",
+];
 
 fn fault_point(op: &str, path: &str) -> String {
     let class = if path.starts_with("segments/") {
@@ -123,7 +148,8 @@ impl SimFs {
         let n = s.ops;
         let point = fault_point(op, path);
         s.log.push(format!("{n} {op} {path}"));
-        *s.points.entry(point).or_default() += 1;
+        *s.points.entry(point.clone()).or_default() += 1;
+        s.op_points.push(point);
         if let Some(at) = s.fail_at {
             if n == at || (s.fail_persistent && n > at) {
                 return Err(io::Error::other(format!("injected fault at operation {n} ({op} {path})")));
@@ -140,6 +166,11 @@ impl SimFs {
     /// Every operation so far, one line each: `N op path`.
     pub fn op_log(&self) -> Vec<String> {
         self.lock().log.clone()
+    }
+
+    /// The fault point of every operation so far, in order (operation `n` is at `n - 1`).
+    pub fn op_points(&self) -> Vec<String> {
+        self.lock().op_points.clone()
     }
 
     /// How often each fault point (`op:object-class`, e.g. `fsync:segment`) was reached.
