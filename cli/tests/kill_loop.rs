@@ -62,7 +62,7 @@ fn run_and_kill(mut cmd: Command, delay: Duration) -> (Vec<String>, bool) {
 
 #[test]
 fn sigkill_at_random_moments_loses_nothing_acknowledged() {
-    let cycles: u64 = if std::env::var_os("CAIRN_STRESS").is_some() { 5_000 } else { 300 };
+    let cycles: u64 = if cairn_tests::stress() { 5_000 } else { 300 };
     let dir = temp_dir("loop");
     let mut rng = 0x5eed_1234_abcd_0001u64;
     let mut next = || {
@@ -144,9 +144,12 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
     let fresh = digest(&fresh_dir);
     assert!(fresh.starts_with("keys="), "{fresh}");
     assert_eq!(resumed, fresh, "exactly once across {kills} kills");
-    println!(
-        "kill loop: {cycles} cycles ({demos} demo, {compactions} compact, {rollbacks} rollback), {kills} killed \
-         mid-run, ended at offset {events}"
+    cairn_tests::report(
+        "kill loop",
+        &format!(
+            "{cycles} cycles ({demos} demo, {compactions} compact, {rollbacks} rollback), {kills} killed mid-run, \
+             0 acknowledged lost, ended at offset {events}"
+        ),
     );
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&fresh_dir);

@@ -99,5 +99,10 @@ fn eio_on_fsync_and_enospc_on_write_lose_nothing_acknowledged() {
     let (enospc, enospc_failures) =
         run_until_done("enospc", "enable_random name=posix/io/rw/write,probability=0.01,failinfo=28");
     assert_eq!(enospc, fresh, "after ENOSPC on write");
-    println!("real I/O errors: {eio_failures} runs stopped by EIO on fsync, {enospc_failures} by ENOSPC on write");
+    cairn_tests::report(
+        "real I/O errors",
+        &format!(
+            "{eio_failures} runs stopped by EIO on fsync, {enospc_failures} by ENOSPC on write, 0 acknowledged lost"
+        ),
+    );
 }

@@ -79,3 +79,20 @@ pub fn value100(id: u64, version: u64) -> [u8; 100] {
     h.finalize_xof().fill(&mut out);
     out
 }
+
+/// Record one line of a reliability suite's figures for the end-of-run summary that `.ci/run`
+/// prints (`<target dir>/tmp/reliability/<suite>.txt`), and print it.
+pub fn report(suite: &str, line: &str) {
+    println!("{suite}: {line}");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"), PathBuf::from);
+    let dir = target.join("tmp/reliability");
+    if std::fs::create_dir_all(&dir).is_ok() {
+        let _ = std::fs::write(dir.join(format!("{suite}.txt")), format!("{suite}: {line}\n"));
+    }
+}
+
+/// Whether the long tier runs (`CAIRN_STRESS=1`).
+pub fn stress() -> bool {
+    std::env::var_os("CAIRN_STRESS").is_some()
+}

@@ -110,7 +110,8 @@ fn every_injected_corruption_is_detected_or_harmless() -> Result<()> {
         }
     };
 
-    for i in 0..2000 {
+    let flips = if cairn_tests::stress() { 20_000 } else { 2_000 };
+    for i in 0..flips {
         let (name, at) = pick(&mut next);
         let bit = next() % 8;
         let disk = fs.crash_image(CrashMode::KeepUnsynced);
@@ -152,8 +153,9 @@ fn every_injected_corruption_is_detected_or_harmless() -> Result<()> {
         // Copying a sector onto an identical one changes nothing: harmless by definition.
         tally(check(&disk, &states, &format!("sector {i}: {from}@{src} copied onto {to}@{dst}")));
     }
-    println!(
-        "corruption sweep: {total} bytes, {tried} corruptions tried, {detected} detected (typed error), {harmless} harmless, 0 wrong"
+    cairn_tests::report(
+        "corruption sweep",
+        &format!("{total} bytes, {tried} corruptions tried, {detected} detected, {harmless} harmless, 0 wrong data"),
     );
     Ok(())
 }

@@ -64,6 +64,9 @@ fn every_fault_point_is_hit_and_its_failure_surfaces() -> Result<()> {
         assert!(recovered.is_ok(), "{point}: no recovery: {:?}", recovered.err());
         summary.push(format!("{point} x{hits}"));
     }
-    println!("fault points hit: {} / {}: {}", summary.len(), FAULT_POINTS.len(), summary.join(", "));
+    cairn_tests::report(
+        "fault points",
+        &format!("{} / {} hit: {}", summary.len(), FAULT_POINTS.len(), summary.join(", ")),
+    );
     Ok(())
 }

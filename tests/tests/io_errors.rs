@@ -149,9 +149,9 @@ fn fail_every_operation_once_and_persistently() -> Result<()> {
             }
         }
     }
-    println!(
-        "io errors: {ops} operations x once/persistent x 2 crash images = {cases} cases, \
-         {recoveries} failed recoveries before them"
+    cairn_tests::report(
+        "io errors",
+        &format!("{ops} operations x once/persistent x 2 crash images = {cases} cases, {recoveries} failed recoveries"),
     );
     assert!(cases > 200, "{cases} cases");
     Ok(())
