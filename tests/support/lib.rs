@@ -88,7 +88,8 @@ pub fn report(suite: &str, line: &str) {
         .map_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"), PathBuf::from);
     let dir = target.join("tmp/reliability");
     if std::fs::create_dir_all(&dir).is_ok() {
-        let _ = std::fs::write(dir.join(format!("{suite}.txt")), format!("{suite}: {line}\n"));
+        let file: String = suite.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+        let _ = std::fs::write(dir.join(format!("{file}.txt")), format!("{suite}: {line}\n"));
     }
 }
 
