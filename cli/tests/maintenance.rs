@@ -169,15 +169,22 @@ fn compacted_store_verifies_and_the_job_resumes_to_the_same_state() -> Result {
 }
 
 #[test]
-fn compact_keep_0_keeps_the_head_and_a_second_run_finds_little_to_do() -> Result {
+fn compact_keep_0_keeps_the_head_and_its_two_predecessors_and_a_second_run_finds_little_to_do() -> Result {
     let tmp = TempDir::new("keep0")?;
     demo(&tmp, "store")?;
     let d = tmp.arg("store")?;
     let first = ok(&tmp, &["compact", &d, "--keep", "0"])?;
-    assert_eq!(figure(&first, "checkpoints_deleted")?, DEMO_CHECKPOINTS, "{first}");
-    assert!(figure(&first, "segments_deleted")? > 0, "nothing needs the old segments: {first}");
+    // HEAD (the compaction checkpoint 31) and the two checkpoints before it always stay.
+    assert_eq!(figure(&first, "checkpoints_deleted")?, DEMO_CHECKPOINTS - 2, "{first}");
     let lines = log(&tmp, &d)?;
-    assert_eq!(lines, [LogLine { head: true, id: 31, kind: "compaction".into() }]);
+    assert_eq!(
+        lines,
+        [
+            LogLine { head: false, id: 29, kind: "checkpoint".into() },
+            LogLine { head: false, id: 30, kind: "checkpoint".into() },
+            LogLine { head: true, id: 31, kind: "compaction".into() }
+        ]
+    );
 
     let second = ok(&tmp, &["compact", &d, "--keep", "0"])?;
     assert!(second.contains("merged into: no runs to merge"), "{second}");
@@ -245,7 +252,7 @@ fn a_pinned_checkpoint_survives_compaction_until_unpinned() -> Result {
     assert_eq!(figure(&stat, "pins")?, 1, "{stat}");
 
     ok(&tmp, &["compact", &d, "--keep", "0"])?;
-    assert_eq!(ids(&log(&tmp, &d)?), [5, 31], "the pin and the head stay");
+    assert_eq!(ids(&log(&tmp, &d)?), [5, 29, 30, 31], "the pin, the head and the two before it stay");
     // The pinned checkpoint reads as it was: offset 5000 holds 5000 counted events.
     let ka = ok(&tmp, &["get", &d, "counts", "ka", "--at", "5"])?;
     assert!(ka.contains("u64 little-endian"), "{ka}");
@@ -254,7 +261,7 @@ fn a_pinned_checkpoint_survives_compaction_until_unpinned() -> Result {
     assert!(out.contains("unpinned \"five\" (checkpoint 5)"), "{out}");
     assert_eq!(figure(&ok(&tmp, &["stat", &d])?, "pins")?, 0);
     ok(&tmp, &["compact", &d, "--keep", "0"])?;
-    assert_eq!(ids(&log(&tmp, &d)?), [31], "unpinned, it goes");
+    assert_eq!(ids(&log(&tmp, &d)?), [29, 30, 31], "unpinned, it goes");
     assert!(ok(&tmp, &["verify", &d])?.contains("ok: no problems"));
     Ok(())
 }

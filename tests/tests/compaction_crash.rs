@@ -40,9 +40,13 @@ fn round(store: &Store, c: u32) -> Result<CheckpointId> {
 }
 
 /// Stage 0: 12 checkpoints, ready for a compaction that merges and applies retention.
-/// Stage 1: that compaction done and 4 more checkpoints, the first also writing table "v", so
-/// that merging "t" leaves that checkpoint's segment partly live: ready for a compaction with
-/// [`retention`] that merges, deletes and rewrites segments. Returns every checkpoint's state.
+/// Stage 1: that compaction done and 4 more checkpoints (the first also writing table "v"):
+/// checkpoint 1's segment is dead to the next GC once retention drops the checkpoints that
+/// reference it.
+/// Stage 2: stage 1, a merge of those 4 rounds' runs of "t", and 3 more checkpoints: the
+/// first round's segment is now partly live (its "v" run is, its "t" run is not), ready for a
+/// compaction with [`retention`] that merges, deletes and rewrites segments.
+/// Returns every checkpoint's state.
 fn setup(fs: &SimFs, stage: u32) -> Result<(Store, BTreeMap<CheckpointId, Dump>)> {
     let store = sim_store(fs, opts())?;
     let mut states = BTreeMap::new();
@@ -50,13 +54,23 @@ fn setup(fs: &SimFs, stage: u32) -> Result<(Store, BTreeMap<CheckpointId, Dump>)
         let id = round(&store, c)?;
         states.insert(id, dump(&store)?);
     }
-    if stage == 1 {
+    if stage >= 1 {
         let merged = store.compact()?.merged_into.unwrap_or_else(|| panic!("stage 1 needs a merge"));
         states.insert(merged, dump(&store)?);
         store.table("v")?.put(b"v", &[7; 300])?;
         for c in 12..16 {
             let id = round(&store, c)?;
             states.insert(id, dump(&store)?);
+        }
+        if stage == 2 {
+            // Merge those rounds' runs of "t" away (HEAD and the two checkpoints before it,
+            // which retention always keeps, must not reference them), then 3 more checkpoints.
+            let merged = store.compact()?.merged_into.unwrap_or_else(|| panic!("stage 2 needs a second merge"));
+            states.insert(merged, dump(&store)?);
+            for c in 16..19 {
+                let id = round(&store, c)?;
+                states.insert(id, dump(&store)?);
+            }
         }
     }
     Ok((store, states))
@@ -86,7 +100,7 @@ fn check_all(
 #[test]
 fn crash_after_every_operation_of_compaction_and_gc() -> Result<()> {
     let mut images = 0;
-    for stage in [0, 1] {
+    for stage in [0, 2] {
         // Dry run: what a clean compaction keeps and how many operations it takes.
         let fs = SimFs::new();
         let (store, mut states) = setup(&fs, stage)?;
@@ -96,10 +110,10 @@ fn crash_after_every_operation_of_compaction_and_gc() -> Result<()> {
         let ops = fs.ops() - start;
         let kept = check_all(&store, &mut states, &head_state, "clean run")?;
         let clean_bytes = store.stats()?.bytes_on_disk;
-        if stage == 1 {
+        if stage == 2 {
             assert!(
                 report.segments_deleted > 0 && report.segments_rewritten > 0,
-                "stage 1 exercises the GC: {report:?}"
+                "stage 2 exercises the GC: {report:?}"
             );
         }
         drop(store);

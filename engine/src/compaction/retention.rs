@@ -5,8 +5,9 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 /// Which checkpoints compaction keeps. A checkpoint stays if *any* rule keeps it; the HEAD
-/// checkpoint, pinned savepoints and checkpoints held by an open [`crate::CheckpointView`] are
-/// always kept.
+/// checkpoint, the two checkpoints before it on its chain (its parent and grandparent),
+/// pinned savepoints and checkpoints held by an open [`crate::CheckpointView`] are always
+/// kept.
 ///
 /// Compaction checkpoints (the merged layout of their parent) do not count towards
 /// `keep_last`; one stays while it is HEAD, pinned, held by a view or young enough.

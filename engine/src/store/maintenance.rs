@@ -25,6 +25,9 @@ pub enum CompactStep {
     SegmentDeleted,
 }
 
+/// Manifests before HEAD, on its chain, that retention never removes.
+pub(crate) const PREVIOUS_MANIFESTS_KEPT: usize = 2;
+
 fn now_unix_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
@@ -250,6 +253,7 @@ impl Store {
         let st = self.shared.storage.as_ref();
         let mut candidates = Vec::new();
         let mut sizes = BTreeMap::new();
+        let mut parents = BTreeMap::new();
         for name in st.list(MANIFESTS)? {
             let Some(id) = parse_manifest_name(&name) else { continue };
             if id > head.max_checkpoint_id {
@@ -257,9 +261,21 @@ impl Store {
             }
             let (m, _, len) = load_manifest(st, id, None)?;
             sizes.insert(id, len);
+            if let Some((parent, _)) = m.parent {
+                parents.insert(id, parent);
+            }
             candidates.push(Candidate { id, kind: m.kind, created_unix_ms: m.created_unix_ms });
         }
-        let keep = select_retained(&candidates, retention, &inner.always_kept(), now_unix_ms());
+        // Filesystem rule: the two manifests before HEAD on its chain always stay, whatever the
+        // policy, so the checkpoints just before the current one remain to fall back to.
+        let mut always = inner.always_kept();
+        let mut at = head.current;
+        for _ in 0..PREVIOUS_MANIFESTS_KEPT {
+            let Some(parent) = parents.get(&at).copied() else { break };
+            always.insert(parent);
+            at = parent;
+        }
+        let keep = select_retained(&candidates, retention, &always, now_unix_ms());
         let mut deleted = false;
         for c in candidates.iter().filter(|c| !keep.contains(&c.id)) {
             if let Err(e) = st.delete(&manifest_name(c.id)) {
