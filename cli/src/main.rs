@@ -107,10 +107,14 @@ enum Command {
     #[command(long_about = "Read back and verify every committed checkpoint and segment: HEAD, every \
         manifest (hash, invariants, parent link), every run and chunk it references, and every chunk of \
         every segment (blake3). Prints what was checked and each problem by object. Changes nothing; \
-        exits 1 if any problem was found.")]
+        exits 1 if any problem was found. Verification is always deep (every chunk is re-hashed); \
+        --deep is accepted so scripts can ask for that explicitly.")]
     Verify {
         /// Store directory.
         dir: PathBuf,
+        /// Re-hash every chunk of every committed checkpoint and segment (always done).
+        #[arg(long)]
+        deep: bool,
     },
     /// Make checkpoint ID the working state and head again (durably).
     #[command(long_about = "Make checkpoint ID the working state and head again, durably. The next \
@@ -253,7 +257,7 @@ fn run(cli: Cli) -> Result<bool, CliError> {
             demo::run(&demo::DemoArgs { dir: &dir, events, checkpoint_every, crash_after })?
         }
         Command::Log { dir } => commands::log(&dir)?,
-        Command::Verify { dir } => return commands::verify(&dir),
+        Command::Verify { dir, deep: _ } => return commands::verify(&dir),
         Command::Rollback { dir, id } => commands::rollback(&dir, &id)?,
         Command::Stat { dir } => commands::stat(&dir)?,
         Command::Get { dir, table, key, at, hex } => {
