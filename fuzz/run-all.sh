@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Run every fuzz target for SECONDS each (default 30) with memory limits, growing the corpus.
-# Usage: fuzz/run-all.sh [SECONDS]
+# Run every fuzz target for SECONDS each with memory limits, growing the corpus.
+# Usage: fuzz/run-all.sh [SECONDS]   (default 30; 600 with CAIRN_STRESS=1, the long tier)
 set -euo pipefail
 cd "$(dirname "$0")"
-seconds=${1:-30}
+if [ -n "${CAIRN_STRESS:-}" ]; then default=600; else default=30; fi
+seconds=${1:-$default}
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 summary=""
 for target in $(cargo fuzz list); do
