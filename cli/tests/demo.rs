@@ -3,52 +3,15 @@
 //! commands refuse wrong paths, ids and tables without touching the disk, and rollback and
 //! `get --at` read the checkpoints they name.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::atomic::{AtomicU64, Ordering};
+mod common;
 
-type Result<T = (), E = Box<dyn std::error::Error>> = std::result::Result<T, E>;
+use common::{assert_one_line_error, cairn, stderr, stdout, Result, TempDir};
+
+use std::path::Path;
+use std::process::Output;
 
 const EVENTS: &str = "20000";
 const EVERY: &str = "3000";
-
-/// A fresh directory under the system temp dir, removed when dropped (also on failure).
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Result<TempDir> {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos();
-        let unique =
-            format!("cairn-cli-{name}-{}-{nanos}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
-        let path = std::env::temp_dir().join(unique);
-        std::fs::create_dir_all(&path)?;
-        Ok(TempDir(path))
-    }
-
-    fn join(&self, rel: &str) -> PathBuf {
-        self.0.join(rel)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Run `cairn` with `args` in `cwd` (where an aborted run's core file, if any, would land).
-fn cairn(cwd: &Path, args: &[&str]) -> Result<Output> {
-    Ok(Command::new(env!("CARGO_BIN_EXE_cairn")).current_dir(cwd).args(args).output()?)
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 /// The demo's last line, `keys=<n> digest=<hex>`.
 fn keys_digest(out: &Output) -> Result<String> {
@@ -124,14 +87,6 @@ fn crash_and_resume_ends_in_the_uninterrupted_state() -> Result {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(keys_digest(&out)?, expected);
     Ok(())
-}
-
-/// Assert `out` failed with exactly one `error: ` line on stderr.
-fn assert_one_line_error(out: &Output, what: &str) {
-    let err = stderr(out);
-    assert!(!out.status.success(), "{what}: exited successfully");
-    assert_eq!(err.lines().count(), 1, "{what}: stderr is not one line: {err:?}");
-    assert!(err.starts_with("error: "), "{what}: {err:?}");
 }
 
 #[test]

@@ -3,68 +3,21 @@
 //! a job that resumes to the same state; `pin`, `unpin` and `delete` do what they say and refuse
 //! the head, pinned checkpoints, missing ids and missing pins with one line, changing nothing.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::atomic::{AtomicU64, Ordering};
+mod common;
 
-type Result<T = (), E = Box<dyn std::error::Error>> = std::result::Result<T, E>;
+use common::{assert_one_line_error, cairn, stderr, stdout, Result, TempDir};
+
+use std::path::Path;
 
 /// 30 checkpoints, at offsets 1000, 2000, ..., 30000: checkpoint n is at offset n * 1000.
 const DEMO: [&str; 4] = ["--events", "30000", "--checkpoint-every", "1000"];
 const DEMO_CHECKPOINTS: u64 = 30;
-
-/// A fresh directory under the system temp dir, removed when dropped (also on failure).
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Result<TempDir> {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos();
-        let unique =
-            format!("cairn-cli-{name}-{}-{nanos}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
-        let path = std::env::temp_dir().join(unique);
-        std::fs::create_dir_all(&path)?;
-        Ok(TempDir(path))
-    }
-
-    /// `rel` under this directory, as the UTF-8 text a command line takes.
-    fn arg(&self, rel: &str) -> Result<String> {
-        Ok(self.0.join(rel).to_str().ok_or("temp path is not UTF-8")?.to_string())
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Run `cairn` with `args` in `cwd`.
-fn cairn(cwd: &Path, args: &[&str]) -> Result<Output> {
-    Ok(Command::new(env!("CARGO_BIN_EXE_cairn")).current_dir(cwd).args(args).output()?)
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 /// Run `cairn` with `args`, require success, and return its stdout.
 fn ok(tmp: &TempDir, args: &[&str]) -> Result<String> {
     let out = cairn(&tmp.0, args)?;
     assert!(out.status.success(), "{} failed: {}", args.join(" "), stderr(&out));
     Ok(stdout(&out))
-}
-
-/// Assert `out` failed with exactly one `error: ` line on stderr.
-fn assert_one_line_error(out: &Output, what: &str) {
-    let err = stderr(out);
-    assert!(!out.status.success(), "{what}: exited successfully");
-    assert_eq!(err.lines().count(), 1, "{what}: stderr is not one line: {err:?}");
-    assert!(err.starts_with("error: "), "{what}: {err:?}");
 }
 
 /// Run the demo on `dir` (relative to `tmp`); returns its `keys=<n> digest=<hex>` line.
