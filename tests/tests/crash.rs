@@ -121,18 +121,16 @@ fn crash_after_every_operation_of_recovery() -> Result<()> {
     let fs = SimFs::new();
     let store = start(&fs, 2)?;
     let committed = dump(&sim_store(&fs.crash_image(CrashMode::DropUnsynced), tiny_chunks())?)?;
-    let log_start = fs.op_log().len();
-    fs.fail_at(u64::MAX, true);
-    let _ = store.checkpoint(b"x");
-    let head_rename = fs.op_log()[log_start..]
-        .iter()
-        .position(|l| l.contains("rename HEAD"))
-        .unwrap_or_else(|| panic!("the checkpoint never renamed HEAD"));
+    let before = fs.ops();
+    store.checkpoint(b"x")?;
+    let head_rename =
+        fs.first_op_after(before, "rename HEAD").unwrap_or_else(|| panic!("the checkpoint never renamed HEAD"))
+            - before;
     drop(store);
     // Redo it, crashing just before HEAD is renamed.
     let fs = SimFs::new();
     let store = start(&fs, 2)?;
-    fs.fail_at(fs.ops() + head_rename as u64 + 1, true);
+    fs.fail_at(fs.ops() + head_rename, true);
     assert!(store.checkpoint(b"x").is_err());
     drop(store);
     let leftovers = fs.crash_image(CrashMode::KeepUnsynced);

@@ -28,12 +28,8 @@ fn gc_keeps_a_live_segment_that_was_unreadable_at_open() -> Result<()> {
     // Find the operation of open that first reads segment 1, then fail exactly that one.
     let probe = fs.crash_image(CrashMode::KeepUnsynced);
     drop(sim_store(&probe, opts())?);
-    let op = probe
-        .op_log()
-        .iter()
-        .find(|l| l.contains("segments/0000000000000001.seg"))
-        .and_then(|l| l.split(' ').next()?.parse::<u64>().ok())
-        .unwrap_or_else(|| panic!("open never read segment 1"));
+    let op =
+        probe.first_op_after(0, "segments/0000000000000001.seg").unwrap_or_else(|| panic!("open never read segment 1"));
     let disk = fs.crash_image(CrashMode::KeepUnsynced);
     disk.fail_at(op, false);
     let store = sim_store(&disk, opts())?;

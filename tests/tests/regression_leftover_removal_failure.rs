@@ -24,11 +24,8 @@ fn a_failed_leftover_removal_poisons_instead_of_committing_it_later() -> Result<
         probe_store.table("t")?.put(b"k", b"never committed")?;
         let before = probe.ops();
         probe_store.checkpoint(b"2")?;
-        let rename = probe.op_log()[before as usize..]
-            .iter()
-            .position(|l| l.contains("rename HEAD"))
-            .unwrap_or_else(|| panic!("no HEAD rename"));
-        fs.fail_at(start + rename as u64 + 1, true);
+        let rename = probe.first_op_after(before, "rename HEAD").unwrap_or_else(|| panic!("no HEAD rename"));
+        fs.fail_at(start + (rename - before), true);
         assert!(store.checkpoint(b"2").is_err());
         committed
     };
@@ -39,10 +36,7 @@ fn a_failed_leftover_removal_poisons_instead_of_committing_it_later() -> Result<
     let probe = disk.crash_image(CrashMode::KeepUnsynced);
     drop(sim_store(&probe, tiny_chunks())?);
     let op = probe
-        .op_log()
-        .iter()
-        .find(|l| l.contains("remove manifests/0000000000000002.man"))
-        .and_then(|l| l.split(' ').next()?.parse::<u64>().ok())
+        .first_op_after(0, "remove manifests/0000000000000002.man")
         .unwrap_or_else(|| panic!("open never removed the leftover"));
     disk.fail_at(op, false);
     let store = sim_store(&disk, tiny_chunks())?;

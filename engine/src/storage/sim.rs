@@ -168,6 +168,14 @@ impl SimFs {
         self.lock().log.clone()
     }
 
+    /// The number of the first operation after operation `after` whose log line (`op path`)
+    /// contains `needle`, e.g. `"rename HEAD"`: where to aim `fail_at` in a replay.
+    pub fn first_op_after(&self, after: u64, needle: &str) -> Option<u64> {
+        let s = self.lock();
+        let skip = usize::try_from(after).unwrap_or(usize::MAX);
+        s.log.iter().enumerate().skip(skip).find(|(_, line)| line.contains(needle)).map(|(i, _)| i as u64 + 1)
+    }
+
     /// The fault point of every operation so far, in order (operation `n` is at `n - 1`).
     pub fn op_points(&self) -> Vec<String> {
         self.lock().op_points.clone()

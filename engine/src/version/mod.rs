@@ -51,22 +51,18 @@ pub(crate) fn materialize_table(
         for c in &run_index.chunks {
             let raw = read_chunk(storage, index, &c.hash)?;
             let object = format!("chunk {}", c.hash.to_hex());
-            // The run index's first key is the chunk's, and keys increase across the run.
-            let mut first: Option<Vec<u8>> = None;
-            format::decode_entries(&raw, |key, _| {
-                if first.is_none() {
+            // One pass applies the entries and notes the chunk's first and last keys: the run
+            // index's first key must be the chunk's, and keys must increase across the run.
+            // (On a failed check the whole map is discarded, so nothing unverified escapes.)
+            let (mut first, mut last, mut i) = (None, None, 0u64);
+            let n = format::decode_entries(&raw, |key, value| {
+                if i == 0 {
                     first = Some(key.to_vec());
                 }
-            })
-            .map_err(|e| Error::corrupted(&object, e.to_string()))?;
-            if first.as_deref() != Some(c.first_key.as_slice()) {
-                return Err(Error::corrupted(&object, "its first key differs from the run index"));
-            }
-            if last_key.as_ref().is_some_and(|last| last.as_slice() >= c.first_key.as_slice()) {
-                return Err(Error::corrupted(&object, "its keys overlap the previous chunk of the run"));
-            }
-            let n = format::decode_entries(&raw, |key, value| {
-                last_key = Some(key.to_vec());
+                i += 1;
+                if i == c.entries {
+                    last = Some(key.to_vec());
+                }
                 match value {
                     Some(v) => {
                         data.insert(Key::from(key), v.to_vec());
@@ -77,6 +73,13 @@ pub(crate) fn materialize_table(
                 }
             })
             .map_err(|e| Error::corrupted(&object, e.to_string()))?;
+            if first.as_deref() != Some(c.first_key.as_slice()) {
+                return Err(Error::corrupted(&object, "its first key differs from the run index"));
+            }
+            if last_key.as_ref().is_some_and(|prev: &Vec<u8>| prev.as_slice() >= c.first_key.as_slice()) {
+                return Err(Error::corrupted(&object, "its keys overlap the previous chunk of the run"));
+            }
+            last_key = last;
             if n != c.entries {
                 return Err(Error::corrupted(object, "entry count differs from the run index"));
             }
@@ -87,4 +90,54 @@ pub(crate) fn materialize_table(
         }
     }
     Ok(data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::{ChunkKind, Codec, RunIndexEntry, RunRef, SegmentId, SegmentWriter};
+    use crate::storage::{segment_name, SimFs};
+
+    /// A run whose chunks are intact (hashes match) but whose index lies about them.
+    fn materialize_lying_run(first_keys: [&[u8]; 2]) -> Result<BTreeMap<Key, Vec<u8>>> {
+        let chunks = [
+            format::encode_entries_chunk([(&b"a"[..], Some(&b"1"[..])), (&b"c"[..], Some(&b"2"[..]))]),
+            format::encode_entries_chunk([(&b"b"[..], Some(&b"3"[..])), (&b"d"[..], Some(&b"4"[..]))]),
+        ];
+        let mut w = SegmentWriter::new(SegmentId(1));
+        let mut index = RunIndex::default();
+        for (raw, first_key) in chunks.iter().zip(first_keys) {
+            let hash = ChunkHash::of(raw);
+            w.push(hash, ChunkKind::Entries, raw, Codec::None);
+            index.chunks.push(RunIndexEntry { hash, entries: 2, first_key: first_key.to_vec() });
+        }
+        let index_raw = format::encode_run_index_chunk(&index);
+        let index_hash = ChunkHash::of(&index_raw);
+        w.push(index_hash, ChunkKind::RunIndex, &index_raw, Codec::None);
+        let (bytes, table) = w.finish();
+        let storage = SimFs::new().storage();
+        storage.put(&segment_name(SegmentId(1)), &bytes)?;
+        let mut chunk_index = ChunkIndex::default();
+        chunk_index.add_segment(SegmentId(1), &table);
+        let run = RunRef { index: index_hash, entries: 4, data_bytes: 100, chunks: 2 };
+        materialize_table(&storage, &chunk_index, &ManifestTable { name: "t".into(), runs: vec![run] })
+    }
+
+    #[test]
+    fn a_run_index_that_disagrees_with_its_chunks_is_corrupt() {
+        // The second chunk's first key is "b", not "x".
+        let lied = materialize_lying_run([b"a", b"x"]);
+        assert!(
+            matches!(&lied, Err(Error::Corrupted { reason, .. }) if reason.contains("first key")),
+            "{:?}",
+            lied.err()
+        );
+        // Honest first keys, but the chunks' key ranges overlap ("a".."c", then "b"..).
+        let overlap = materialize_lying_run([b"a", b"b"]);
+        assert!(
+            matches!(&overlap, Err(Error::Corrupted { reason, .. }) if reason.contains("overlap")),
+            "{:?}",
+            overlap.err()
+        );
+    }
 }
