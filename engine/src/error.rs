@@ -66,6 +66,19 @@ pub enum Error {
     /// The store has been closed.
     #[error("store is closed")]
     Closed,
+    /// A checkpoint did not commit because it was aborted (by its handle, by a coordinator,
+    /// or because an earlier checkpoint it builds on did not commit). Its writes are dirty
+    /// again and go into the next checkpoint; the previous checkpoint is intact.
+    #[error("checkpoint aborted: {0}")]
+    Aborted(String),
+    /// A checkpoint trigger was refused because as many checkpoints as
+    /// [`crate::Options::max_checkpoints_in_flight`] allows are persisting
+    /// ([`crate::WhenBusy::Refuse`]). Nothing was captured.
+    #[error("checkpoint refused: {0}")]
+    Busy(String),
+    /// A wait passed its deadline (e.g. a coordinator's checkpoint timeout).
+    #[error("timed out: {0}")]
+    Timeout(String),
 }
 
 impl Error {

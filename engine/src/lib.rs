@@ -63,9 +63,9 @@ mod view;
 pub use compaction::{CompactionReport, Retention};
 pub use error::{Error, Result};
 pub use format::{CheckpointId, ChunkHash, ManifestKind, SegmentId};
-pub use options::{Compression, Options};
+pub use options::{CheckpointListener, Compression, Options, WhenBusy};
 pub use storage::Storage;
-pub use store::{CheckpointInfo, CompactStep, Stats, Store};
+pub use store::{CheckpointHandle, CheckpointInfo, CheckpointRecord, CompactStep, Outcome, Stats, Store};
 pub use table::Table;
 pub use typed::TypedTable;
 pub use verify::{Problem, VerifyReport};
@@ -81,5 +81,5 @@ pub struct ReadmeDoctests;
 /// the `hash_chunk` benchmark; not part of the stable API.
 #[doc(hidden)]
 pub fn encode_entries_for_bench(entries: Vec<(Vec<u8>, Option<Vec<u8>>)>, chunk_target_bytes: usize) -> u64 {
-    checkpoint::encode_only(entries, chunk_target_bytes)
+    checkpoint::encode_only(entries, chunk_target_bytes, 1)
 }

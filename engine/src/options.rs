@@ -15,6 +15,21 @@ pub enum Compression {
     Lz4,
 }
 
+/// What [`crate::Store::checkpoint_async`] does when
+/// [`Options::max_checkpoints_in_flight`] checkpoints are already persisting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum WhenBusy {
+    /// Block the caller until one finishes (default): back-pressure on the processing thread.
+    #[default]
+    Wait,
+    /// Refuse with [`Error::Busy`] at once; nothing is captured, the writes stay dirty.
+    Refuse,
+}
+
+/// Called on the checkpoint pipeline's thread with the record of every checkpoint that ends
+/// (completed, aborted or failed). Keep it short; it must not drop the [`crate::Store`].
+pub type CheckpointListener = std::sync::Arc<dyn Fn(&crate::CheckpointRecord) + Send + Sync>;
+
 /// Options for [`crate::Store::open_with`]. Build with [`Options::new`] and the setters.
 ///
 /// | option | default | meaning |
@@ -28,7 +43,11 @@ pub enum Compression {
 /// | [`max_runs_per_table`](Options::max_runs_per_table) | 8 | compaction merges a table's runs past this many (restore reads at most this many per table once compacted) |
 /// | [`segment_live_fraction_min`](Options::segment_live_fraction_min) | 0.5 | GC rewrites a segment whose live bytes fall below this fraction |
 /// | [`auto_compact`](Options::auto_compact) | `false` | run [`crate::Store::compact`] after every checkpoint, on the caller's thread |
-#[derive(Clone, Debug)]
+/// | [`max_checkpoints_in_flight`](Options::max_checkpoints_in_flight) | 1 | checkpoints captured but not yet committed |
+/// | [`when_busy`](Options::when_busy) | [`WhenBusy::Wait`] | what a checkpoint trigger does when that many are in flight |
+/// | [`hash_threads`](Options::hash_threads) | cores, at most 4 | threads hashing a checkpoint's chunks |
+/// | [`listener`](Options::listener) | none | called with every checkpoint's [`crate::CheckpointRecord`] |
+#[derive(Clone)]
 pub struct Options {
     pub(crate) chunk_target_bytes: usize,
     pub(crate) sync: bool,
@@ -39,6 +58,30 @@ pub struct Options {
     pub(crate) max_runs_per_table: usize,
     pub(crate) segment_live_fraction_min: f64,
     pub(crate) auto_compact: bool,
+    pub(crate) max_checkpoints_in_flight: usize,
+    pub(crate) when_busy: WhenBusy,
+    pub(crate) hash_threads: usize,
+    pub(crate) listener: Option<CheckpointListener>,
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("chunk_target_bytes", &self.chunk_target_bytes)
+            .field("sync", &self.sync)
+            .field("compression", &self.compression)
+            .field("create_if_missing", &self.create_if_missing)
+            .field("read_only", &self.read_only)
+            .field("retention", &self.retention)
+            .field("max_runs_per_table", &self.max_runs_per_table)
+            .field("segment_live_fraction_min", &self.segment_live_fraction_min)
+            .field("auto_compact", &self.auto_compact)
+            .field("max_checkpoints_in_flight", &self.max_checkpoints_in_flight)
+            .field("when_busy", &self.when_busy)
+            .field("hash_threads", &self.hash_threads)
+            .field("listener", &self.listener.as_ref().map(|_| "Fn"))
+            .finish()
+    }
 }
 
 impl Default for Options {
@@ -53,6 +96,10 @@ impl Default for Options {
             max_runs_per_table: 8,
             segment_live_fraction_min: 0.5,
             auto_compact: false,
+            max_checkpoints_in_flight: 1,
+            when_busy: WhenBusy::Wait,
+            hash_threads: std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
+            listener: None,
         }
     }
 }
@@ -137,11 +184,44 @@ impl Options {
         self
     }
 
+    /// Most checkpoints captured and not yet committed (default 1, at least 1). A trigger
+    /// past it waits or is refused, as [`Options::when_busy`] says.
+    pub fn max_checkpoints_in_flight(mut self, n: usize) -> Self {
+        self.max_checkpoints_in_flight = n;
+        self
+    }
+
+    /// What a checkpoint trigger does when [`Options::max_checkpoints_in_flight`] are in
+    /// flight (default [`WhenBusy::Wait`]).
+    pub fn when_busy(mut self, policy: WhenBusy) -> Self {
+        self.when_busy = policy;
+        self
+    }
+
+    /// Threads that hash a checkpoint's chunks (default: the cores, at most 4; at least 1).
+    pub fn hash_threads(mut self, threads: usize) -> Self {
+        self.hash_threads = threads;
+        self
+    }
+
+    /// Call `listener` with the record of every checkpoint that ends: completed, aborted or
+    /// failed (default none). It runs on the checkpoint pipeline's thread.
+    pub fn listener(mut self, listener: impl Fn(&crate::CheckpointRecord) + Send + Sync + 'static) -> Self {
+        self.listener = Some(std::sync::Arc::new(listener));
+        self
+    }
+
     pub(crate) fn creates(&self) -> bool {
         self.create_if_missing && !self.read_only
     }
 
     pub(crate) fn validate(&self) -> Result<()> {
+        if self.max_checkpoints_in_flight == 0 {
+            return Err(Error::InvalidArgument("max_checkpoints_in_flight must be at least 1".into()));
+        }
+        if self.hash_threads == 0 {
+            return Err(Error::InvalidArgument("hash_threads must be at least 1".into()));
+        }
         if self.max_runs_per_table == 0 {
             return Err(Error::InvalidArgument("max_runs_per_table must be at least 1".into()));
         }

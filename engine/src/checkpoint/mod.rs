@@ -2,8 +2,9 @@
 //!
 //! Capture (on the caller's thread, O(dirty)) lives in `state`; everything here is persist:
 //! sort, cut into chunks, hash, deduplicate against stored chunks, write one segment with the
-//! new chunks, write the manifest, make both durable, and move HEAD. Persist takes only what
-//! it needs by reference, so it can move to a background thread without a redesign.
+//! new chunks, write the manifest, make both durable, and move HEAD. Persist runs on the
+//! store's background pipeline (`store/pipeline.rs`); chunks are hashed in parallel, a batch
+//! at a time.
 
 mod chunker;
 
@@ -15,28 +16,10 @@ use crate::format::{
 use crate::options::{Compression, Options};
 use crate::state::CapturedEntries;
 use crate::storage::{manifest_name, segment_name, Storage};
-use crate::version::{check_manifest_invariants, ChunkIndex};
+use crate::version::check_manifest_invariants;
 use crate::{Error, Result};
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
-
-/// A dirty set taken from the working state for one checkpoint.
-pub(crate) struct Captured {
-    /// Dirty entries per table (tables with nothing to write are absent).
-    pub(crate) tables: Vec<(String, CapturedEntries)>,
-    /// Every table of the working state (so empty new tables are recorded too).
-    pub(crate) table_names: Vec<String>,
-    pub(crate) metadata: Vec<u8>,
-    pub(crate) started: Instant,
-}
-
-/// Where the new checkpoint goes in the chain.
-pub(crate) struct Placement<'a> {
-    pub(crate) id: CheckpointId,
-    pub(crate) segment: SegmentId,
-    pub(crate) base: Option<(&'a Manifest, ManifestHash)>,
-    pub(crate) head: Option<Head>,
-}
 
 /// A committed checkpoint, as persist leaves it.
 pub(crate) struct Persisted {
@@ -65,7 +48,9 @@ const RUN_INDEX_BYTES_MAX: usize = format::MAX_CHUNK_LEN / 2;
 /// Builds the new segments of one checkpoint or merge, deduplicating every chunk against the
 /// stored ones and those already written by it.
 pub(crate) struct ChunkSink<'a> {
-    stored: &'a ChunkIndex,
+    /// Whether a chunk is already stored (and, for a checkpoint running beside a GC, keeps it
+    /// stored until the checkpoint ends: see `store/pipeline.rs`).
+    stored: &'a dyn Fn(&ChunkHash) -> bool,
     finished: Vec<SegmentWriter>,
     segment: SegmentWriter,
     in_segment: HashSet<ChunkHash>,
@@ -78,7 +63,7 @@ pub(crate) struct ChunkSink<'a> {
 
 impl<'a> ChunkSink<'a> {
     /// A sink whose first segment is `first_segment`; further ones take the following ids.
-    pub(crate) fn new(stored: &'a ChunkIndex, first_segment: SegmentId, opts: &Options) -> Self {
+    pub(crate) fn new(stored: &'a dyn Fn(&ChunkHash) -> bool, first_segment: SegmentId, opts: &Options) -> Self {
         let codec = match opts.compression {
             Compression::None => Codec::None,
             Compression::Lz4 => Codec::Lz4,
@@ -99,9 +84,15 @@ impl<'a> ChunkSink<'a> {
     /// Store `raw` unless a chunk with its hash exists; returns the hash.
     pub(crate) fn add(&mut self, kind: ChunkKind, raw: &[u8]) -> ChunkHash {
         let hash = ChunkHash::of(raw);
-        if self.in_segment.contains(&hash) || self.stored.contains(&hash) {
+        self.add_hashed(kind, raw, hash);
+        hash
+    }
+
+    /// [`ChunkSink::add`] for a chunk whose hash is known.
+    fn add_hashed(&mut self, kind: ChunkKind, raw: &[u8], hash: ChunkHash) {
+        if self.in_segment.contains(&hash) || (self.stored)(&hash) {
             self.reused.push(hash);
-            return hash;
+            return;
         }
         if !self.segment.is_empty()
             && (self.segment.chunk_count() >= self.chunks_max || self.segment.len() + raw.len() > self.bytes_max)
@@ -112,7 +103,6 @@ impl<'a> ChunkSink<'a> {
         self.segment.push(hash, kind, raw, self.codec);
         self.in_segment.insert(hash);
         self.new += 1;
-        hash
     }
 
     /// The segments written, in id order (empty ones left out).
@@ -125,69 +115,158 @@ impl<'a> ChunkSink<'a> {
     }
 }
 
+/// Chunks hashed together, in parallel: bounds the memory the cut-but-unstored chunks take.
+const HASH_BATCH_BYTES: usize = 8 * 1024 * 1024;
+
+/// Below this many bytes a batch is hashed on the calling thread (spawning costs more).
+const PARALLEL_HASH_MIN_BYTES: usize = 512 * 1024;
+
 /// Sort one table's entries, cut them into chunks, and add the chunks and run indexes.
 /// Returns the runs, in key order (usually one; more only when a run index would exceed its
-/// bound); none for no entries.
-pub(crate) fn write_run(sink: &mut ChunkSink<'_>, entries: CapturedEntries, target: usize) -> Vec<RunRef> {
-    write_runs_bounded(sink, entries, target, RUN_INDEX_BYTES_MAX)
+/// bound); none for no entries. `entries` is left sorted. Chunks are hashed on up to
+/// `threads` threads.
+pub(crate) fn write_run(
+    sink: &mut ChunkSink<'_>,
+    entries: &mut CapturedEntries,
+    target: usize,
+    threads: usize,
+) -> Vec<RunRef> {
+    write_runs_bounded(sink, entries, target, RUN_INDEX_BYTES_MAX, threads)
+}
+
+/// An entries chunk cut but not yet hashed.
+struct Cut {
+    raw: Vec<u8>,
+    entries: u64,
+    /// Position of its first entry.
+    first: usize,
+}
+
+/// blake3 of every chunk of `batch`, on up to `threads` threads.
+fn hash_batch(batch: &[Cut], threads: usize) -> Vec<ChunkHash> {
+    let bytes: usize = batch.iter().map(|c| c.raw.len()).sum();
+    let threads = threads.min(batch.len());
+    if threads <= 1 || bytes < PARALLEL_HASH_MIN_BYTES {
+        return batch.iter().map(|c| ChunkHash::of(&c.raw)).collect();
+    }
+    let per_thread = batch.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = batch
+            .chunks(per_thread)
+            .map(|part| scope.spawn(move || part.iter().map(|c| ChunkHash::of(&c.raw)).collect::<Vec<_>>()))
+            .collect();
+        // A hashing thread cannot panic short of memory exhaustion; if one did, hash here.
+        parts
+            .into_iter()
+            .zip(batch.chunks(per_thread))
+            .flat_map(|(h, part)| h.join().unwrap_or_else(|_| part.iter().map(|c| ChunkHash::of(&c.raw)).collect()))
+            .collect()
+    })
+}
+
+/// Builds the runs of one table from its cut chunks, in order, ending a run when its index
+/// would pass `index_bytes_max`.
+struct RunBuilder {
+    runs: Vec<RunRef>,
+    index: RunIndex,
+    index_bytes: usize,
+    entries: u64,
+    data_bytes: u64,
+    index_bytes_max: usize,
+}
+
+impl RunBuilder {
+    const EMPTY_INDEX_BYTES: usize = 1 + 10;
+
+    fn push(&mut self, sink: &mut ChunkSink<'_>, cut: &Cut, hash: ChunkHash, first_key: &[u8]) {
+        let index_entry_bytes = 32 + 10 + 10 + first_key.len();
+        if !self.index.chunks.is_empty() && self.index_bytes + index_entry_bytes > self.index_bytes_max {
+            self.finish(sink);
+        }
+        sink.add_hashed(ChunkKind::Entries, &cut.raw, hash);
+        self.data_bytes += cut.raw.len() as u64;
+        self.entries += cut.entries;
+        self.index_bytes += index_entry_bytes;
+        self.index.chunks.push(RunIndexEntry { hash, entries: cut.entries, first_key: first_key.to_vec() });
+    }
+
+    fn finish(&mut self, sink: &mut ChunkSink<'_>) {
+        if self.index.chunks.is_empty() {
+            return;
+        }
+        let index_raw = encode_run_index_chunk(&self.index);
+        let index_hash = sink.add(ChunkKind::RunIndex, &index_raw);
+        self.runs.push(RunRef {
+            index: index_hash,
+            entries: self.entries,
+            data_bytes: self.data_bytes,
+            chunks: self.index.chunks.len() as u64,
+        });
+        self.index = RunIndex::default();
+        self.index_bytes = Self::EMPTY_INDEX_BYTES;
+        (self.entries, self.data_bytes) = (0, 0);
+    }
 }
 
 fn write_runs_bounded(
     sink: &mut ChunkSink<'_>,
-    mut entries: CapturedEntries,
+    entries: &mut CapturedEntries,
     target: usize,
     index_bytes_max: usize,
+    threads: usize,
 ) -> Vec<RunRef> {
     entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    let mut runs = Vec::new();
-    let mut index = RunIndex::default();
-    let mut index_bytes = 1 + 10;
-    let (mut run_entries, mut data_bytes) = (0u64, 0u64);
+    let mut runs = RunBuilder {
+        runs: Vec::new(),
+        index: RunIndex::default(),
+        index_bytes: RunBuilder::EMPTY_INDEX_BYTES,
+        entries: 0,
+        data_bytes: 0,
+        index_bytes_max,
+    };
+    let mut batch: Vec<Cut> = Vec::new();
+    let mut batch_bytes = 0;
+    let flush = |batch: &mut Vec<Cut>, sink: &mut ChunkSink<'_>, runs: &mut RunBuilder| {
+        let hashes = hash_batch(batch, threads);
+        for (cut, hash) in batch.iter().zip(hashes) {
+            let first_key = entries_key(entries, cut.first);
+            runs.push(sink, cut, hash, first_key);
+        }
+        batch.clear();
+    };
     let mut buf = Vec::with_capacity(2 * target + 64);
     let mut chunk_entries = 0u64;
-    let mut first_key: &[u8] = &[];
+    let mut first = 0;
     let last = entries.len().saturating_sub(1);
-    let mut finish_run =
-        |sink: &mut ChunkSink<'_>, index: &mut RunIndex, run_entries: &mut u64, data_bytes: &mut u64| {
-            let index_raw = encode_run_index_chunk(index);
-            let index_hash = sink.add(ChunkKind::RunIndex, &index_raw);
-            runs.push(RunRef {
-                index: index_hash,
-                entries: *run_entries,
-                data_bytes: *data_bytes,
-                chunks: index.chunks.len() as u64,
-            });
-            *index = RunIndex::default();
-            (*run_entries, *data_bytes) = (0, 0);
-        };
-    for (i, (key, value)) in entries.iter().enumerate() {
+    for i in 0..entries.len() {
+        let Some((key, value)) = entries.get(i) else { break };
         if chunk_entries == 0 {
             buf.clear();
             buf.push(ChunkKind::Entries as u8);
-            first_key = key;
+            first = i;
         }
         let before = buf.len();
         format::put_entry(&mut buf, key, value.as_deref());
         chunk_entries += 1;
         let entry_len = buf.len() - before;
         if i == last || chunker::cut_after(chunker::key_hash(key), entry_len, buf.len(), target) {
-            let index_entry_bytes = 32 + 10 + 10 + first_key.len();
-            if !index.chunks.is_empty() && index_bytes + index_entry_bytes > index_bytes_max {
-                finish_run(sink, &mut index, &mut run_entries, &mut data_bytes);
-                index_bytes = 1 + 10;
-            }
-            let hash = sink.add(ChunkKind::Entries, &buf);
-            data_bytes += buf.len() as u64;
-            run_entries += chunk_entries;
-            index_bytes += index_entry_bytes;
-            index.chunks.push(RunIndexEntry { hash, entries: chunk_entries, first_key: first_key.to_vec() });
+            batch_bytes += buf.len();
+            let raw = std::mem::replace(&mut buf, Vec::with_capacity(2 * target + 64));
+            batch.push(Cut { raw, entries: chunk_entries, first });
             chunk_entries = 0;
+            if batch_bytes >= HASH_BATCH_BYTES {
+                flush(&mut batch, sink, &mut runs);
+                batch_bytes = 0;
+            }
         }
     }
-    if !index.chunks.is_empty() {
-        finish_run(sink, &mut index, &mut run_entries, &mut data_bytes);
-    }
-    runs
+    flush(&mut batch, sink, &mut runs);
+    runs.finish(sink);
+    runs.runs
+}
+
+fn entries_key(entries: &CapturedEntries, i: usize) -> &[u8] {
+    entries.get(i).map_or(&[], |(k, _)| k.as_slice())
 }
 
 /// A manifest to commit, apart from what the sink wrote.
@@ -270,49 +349,12 @@ pub(crate) fn commit(
     Ok(Persisted { manifest, hash, head, segments, reused, bytes_written, manifest_len })
 }
 
-/// Persist a captured dirty set as checkpoint `placement.id` on top of its base and commit it.
-pub(crate) fn persist(
-    storage: &dyn Storage,
-    stored: &ChunkIndex,
-    opts: &Options,
-    captured: Captured,
-    placement: Placement<'_>,
-) -> Result<Persisted> {
-    let mut sink = ChunkSink::new(stored, placement.segment, opts);
-    let mut tables: BTreeMap<String, Vec<RunRef>> = BTreeMap::new();
-    if let Some((base, _)) = placement.base {
-        for t in &base.tables {
-            tables.insert(t.name.clone(), t.runs.clone());
-        }
-    }
-    for name in captured.table_names {
-        tables.entry(name).or_default();
-    }
-    let mut dirty_keys = 0u64;
-    for (name, entries) in captured.tables {
-        dirty_keys += entries.len() as u64;
-        let runs = write_run(&mut sink, entries, opts.chunk_target_bytes);
-        tables.entry(name).or_default().extend(runs);
-    }
-    let new = NewManifest {
-        id: placement.id,
-        kind: ManifestKind::Checkpoint,
-        parent: placement.base.map(|(m, h)| (m.id, h)),
-        tables,
-        metadata: captured.metadata,
-        dirty_keys,
-        started: captured.started,
-    };
-    commit(storage, sink, new, placement.head)
-}
-
 /// Sort, chunk, hash and encode `entries` into in-memory segments with no I/O and no stored
 /// chunks to deduplicate against; returns the segment bytes produced. For the `hash_chunk`
 /// benchmark.
-pub(crate) fn encode_only(entries: CapturedEntries, target: usize) -> u64 {
-    let stored = ChunkIndex::default();
-    let mut sink = ChunkSink::new(&stored, SegmentId(1), &Options::new());
-    write_run(&mut sink, entries, target);
+pub(crate) fn encode_only(mut entries: CapturedEntries, target: usize, threads: usize) -> u64 {
+    let mut sink = ChunkSink::new(&|_| false, SegmentId(1), &Options::new());
+    write_run(&mut sink, &mut entries, target, threads);
     let (segments, _, _) = sink.into_segments();
     segments.into_iter().map(|w| w.finish().0.len() as u64).sum()
 }
@@ -321,7 +363,7 @@ pub(crate) fn encode_only(entries: CapturedEntries, target: usize) -> u64 {
 mod tests {
     use super::*;
     use crate::storage::SimFs;
-    use crate::version;
+    use crate::version::{self, ChunkIndex};
 
     /// With tiny bounds a checkpoint rolls over to several segments and splits a table into
     /// several runs; everything commits and reads back exactly.
@@ -329,13 +371,12 @@ mod tests {
     fn segments_roll_over_and_runs_split_at_their_bounds() -> Result<()> {
         let fs = SimFs::new();
         let storage = fs.storage();
-        let stored = ChunkIndex::default();
         let opts = Options::new();
-        let mut sink = ChunkSink::new(&stored, SegmentId(1), &opts);
+        let mut sink = ChunkSink::new(&|_| false, SegmentId(1), &opts);
         sink.chunks_max = 3;
-        let entries: CapturedEntries =
+        let mut entries: CapturedEntries =
             (0u32..400).rev().map(|i| (i.to_be_bytes().to_vec(), Some(vec![i as u8; 50]))).collect();
-        let runs = write_runs_bounded(&mut sink, entries.clone(), 64, 200);
+        let runs = write_runs_bounded(&mut sink, &mut entries, 64, 200, 2);
         assert!(runs.len() > 3, "{} runs", runs.len());
         let tables = BTreeMap::from([("t".to_string(), runs)]);
         let new = NewManifest {

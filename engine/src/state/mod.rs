@@ -16,6 +16,30 @@ use std::ops::Bound;
 pub(crate) struct TableState {
     data: BTreeMap<Key, Vec<u8>>,
     dirty: HashMap<Key, Dirty>,
+    /// Key and value bytes of the dirty set (tombstones count their key).
+    dirty_bytes: usize,
+}
+
+/// A table's dirty set, taken whole for a checkpoint: O(1) on the caller's thread; turned
+/// into entries ([`DirtySet::into_entries`]) by the background pipeline.
+#[derive(Default)]
+pub(crate) struct DirtySet(HashMap<Key, Dirty>);
+
+impl DirtySet {
+    /// Every key written since the base checkpoint with its current value, or a tombstone if
+    /// the base had it and it is now gone (a key put then deleted that the base never had
+    /// writes nothing).
+    pub(crate) fn into_entries(self) -> CapturedEntries {
+        let mut out = Vec::with_capacity(self.0.len());
+        for (key, d) in self.0 {
+            match d.value {
+                Some(v) => out.push((key.as_slice().to_vec(), Some(v))),
+                None if d.base_had_it => out.push((key.as_slice().to_vec(), None)),
+                None => {}
+            }
+        }
+        out
+    }
 }
 
 /// A key written since the base checkpoint.
@@ -34,7 +58,7 @@ pub(crate) type CapturedEntries = Vec<(Vec<u8>, Option<Vec<u8>>)>;
 impl TableState {
     /// A table holding `data` as its checkpointed state (nothing dirty).
     pub(crate) fn restored(data: BTreeMap<Key, Vec<u8>>) -> Self {
-        TableState { data, dirty: HashMap::new() }
+        TableState { data, dirty: HashMap::new(), dirty_bytes: 0 }
     }
 
     pub(crate) fn get(&self, key: &[u8]) -> Option<&Vec<u8>> {
@@ -49,19 +73,28 @@ impl TableState {
         self.dirty.len()
     }
 
+    pub(crate) fn dirty_bytes(&self) -> usize {
+        self.dirty_bytes
+    }
+
     /// Record that `key` now has `value` (`None`: deleted); `present_before` says whether the
     /// working state had it just before this write, which for a key not yet dirty is whether
     /// the base checkpoint had it.
     fn mark_dirty(&mut self, key: &[u8], present_before: bool, value: Option<&[u8]>) {
+        let new_len = value.map_or(0, <[u8]>::len);
         match self.dirty.get_mut(key) {
-            Some(d) => match (&mut d.value, value) {
-                (Some(buf), Some(v)) => {
-                    buf.clear();
-                    buf.extend_from_slice(v);
+            Some(d) => {
+                self.dirty_bytes = self.dirty_bytes - d.value.as_ref().map_or(0, Vec::len) + new_len;
+                match (&mut d.value, value) {
+                    (Some(buf), Some(v)) => {
+                        buf.clear();
+                        buf.extend_from_slice(v);
+                    }
+                    (slot, v) => *slot = v.map(<[u8]>::to_vec),
                 }
-                (slot, v) => *slot = v.map(<[u8]>::to_vec),
-            },
+            }
             None => {
+                self.dirty_bytes += key.len() + new_len;
                 self.dirty
                     .insert(Key::from(key), Dirty { base_had_it: present_before, value: value.map(<[u8]>::to_vec) });
             }
@@ -102,19 +135,28 @@ impl TableState {
         self.data.range::<[u8], _>((lower, upper)).map(|(k, v)| (k.as_slice().to_vec(), v.clone())).collect()
     }
 
-    /// Take the dirty set: every key written since the base checkpoint with its current value,
-    /// or a tombstone if the base had it and it is now gone. O(dirty), no lookup in the tree.
-    pub(crate) fn capture(&mut self) -> CapturedEntries {
-        let dirty = std::mem::take(&mut self.dirty);
-        let mut out = Vec::with_capacity(dirty.len());
-        for (key, d) in dirty {
-            match d.value {
-                Some(v) => out.push((key.as_slice().to_vec(), Some(v))),
-                None if d.base_had_it => out.push((key.as_slice().to_vec(), None)),
-                None => {}
+    /// Take the dirty set whole (O(1)). From now on the working state's base is the state at
+    /// this instant, which the checkpoint taking the set will commit.
+    pub(crate) fn take_dirty(&mut self) -> DirtySet {
+        self.dirty_bytes = 0;
+        DirtySet(std::mem::take(&mut self.dirty))
+    }
+
+    /// Put the keys of a dirty set taken by a checkpoint that did not commit back into the
+    /// dirty set, so the next checkpoint writes them. Their current values are written (a
+    /// later write already is); each is marked as possibly in the base, so a key now absent
+    /// gets a tombstone (a tombstone for a key the base never had is harmless).
+    pub(crate) fn restore_dirty<'k>(&mut self, keys: impl Iterator<Item = &'k [u8]>) {
+        for key in keys {
+            match self.dirty.get_mut(key) {
+                Some(d) => d.base_had_it = true,
+                None => {
+                    let value = self.data.get(key).cloned();
+                    self.dirty_bytes += key.len() + value.as_ref().map_or(0, Vec::len);
+                    self.dirty.insert(Key::from(key), Dirty { base_had_it: true, value });
+                }
             }
         }
-        out
     }
 }
 
@@ -127,5 +169,9 @@ pub(crate) struct Tables {
 impl Tables {
     pub(crate) fn dirty_len(&self) -> usize {
         self.tables.values().map(TableState::dirty_len).sum()
+    }
+
+    pub(crate) fn dirty_bytes(&self) -> usize {
+        self.tables.values().map(TableState::dirty_bytes).sum()
     }
 }

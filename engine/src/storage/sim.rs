@@ -8,7 +8,7 @@
 use super::{Fs, FsStorage};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 /// [`crate::storage::Storage`] over a [`SimFs`].
 pub type SimStorage = FsStorage<SimFs>;
@@ -82,6 +82,40 @@ struct State {
 #[derive(Clone, Default)]
 pub struct SimFs {
     state: Arc<Mutex<State>>,
+    gate: Arc<Gate>,
+}
+
+/// Holds file writes back while closed, so a test can stop a background checkpoint at its
+/// first write and act while it waits there.
+#[derive(Default)]
+struct Gate {
+    state: Mutex<GateState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct GateState {
+    closed: bool,
+    waiting: usize,
+}
+
+impl Gate {
+    fn lock(&self) -> MutexGuard<'_, GateState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn pass(&self) {
+        let mut g = self.lock();
+        if !g.closed {
+            return;
+        }
+        g.waiting += 1;
+        self.changed.notify_all();
+        while g.closed {
+            g = self.changed.wait(g).unwrap_or_else(|p| p.into_inner());
+        }
+        g.waiting -= 1;
+    }
 }
 
 fn dir_of(path: &str) -> &str {
@@ -194,6 +228,26 @@ impl SimFs {
         s.fail_persistent = persistent;
     }
 
+    /// From now on every file write waits until [`SimFs::release_writes`] (other operations
+    /// go on).
+    pub fn hold_writes(&self) {
+        self.gate.lock().closed = true;
+    }
+
+    /// Let held and later writes go.
+    pub fn release_writes(&self) {
+        self.gate.lock().closed = false;
+        self.gate.changed.notify_all();
+    }
+
+    /// Block until at least one write waits at the gate [`SimFs::hold_writes`] closed.
+    pub fn wait_for_held_write(&self) {
+        let mut g = self.gate.lock();
+        while g.waiting == 0 {
+            g = self.gate.changed.wait(g).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
     /// Stop injecting faults.
     pub fn clear_faults(&self) {
         self.lock().fail_at = None;
@@ -275,7 +329,7 @@ impl SimFs {
             i.durable = i.data.clone();
         }
         let state = State { inodes, durable_names: names.clone(), names, ..State::default() };
-        SimFs { state: Arc::new(Mutex::new(state)) }
+        SimFs { state: Arc::new(Mutex::new(state)), gate: Arc::default() }
     }
 
     /// Paths of every file, as the running program sees them.
@@ -303,6 +357,7 @@ impl SimFs {
 
 impl Fs for SimFs {
     fn write_file(&self, path: &str, bytes: &[u8]) -> io::Result<()> {
+        self.gate.pass();
         let mut s = self.lock();
         self.op(&mut s, "write", path)?;
         let i = s.inodes.len();

@@ -197,6 +197,7 @@ impl Store {
     /// Merge the runs of every table of HEAD past the bound, committing the merged layout as
     /// a compaction checkpoint (same content and metadata as HEAD).
     fn merge_runs(&self, report: &mut CompactionReport) -> Result<()> {
+        let _commit = self.shared.commit_lock()?;
         let mut guard = self.shared.lock()?;
         let inner = &mut *guard;
         let Some(base) = &inner.base else { return Ok(()) };
@@ -213,14 +214,17 @@ impl Store {
         }
         let started = Instant::now();
         let st = self.shared.storage.as_ref();
-        let mut sink = ChunkSink::new(&inner.chunks, SegmentId(inner.next_segment), &self.shared.opts);
+        let chunks = &inner.chunks;
+        let stored = |h: &format::ChunkHash| chunks.contains(h);
+        let mut sink = ChunkSink::new(&stored, SegmentId(inner.next_segment), &self.shared.opts);
         let mut tables: BTreeMap<String, Vec<format::RunRef>> =
             base.manifest.tables.iter().map(|t| (t.name.clone(), t.runs.clone())).collect();
         for (i, start) in plans {
             let Some(table) = base.manifest.tables.get(i) else { continue };
-            let entries = merge::merged_entries(st, &inner.chunks, table, start)?;
+            let mut entries = merge::merged_entries(st, chunks, table, start)?;
             let mut runs: Vec<format::RunRef> = table.runs.get(..start).unwrap_or_default().to_vec();
-            runs.extend(checkpoint::write_run(&mut sink, entries, self.shared.opts.chunk_target_bytes));
+            let opts = &self.shared.opts;
+            runs.extend(checkpoint::write_run(&mut sink, &mut entries, opts.chunk_target_bytes, opts.hash_threads));
             report.runs_merged += (table.runs.len() - runs.len()) as u64;
             tables.insert(table.name.clone(), runs);
         }
@@ -343,7 +347,9 @@ impl Store {
         for id in unreadable {
             uses.remove(&id);
         }
-        inner.gc_guard = Some(HashSet::new());
+        // Chunks an unfinished checkpoint decided to reuse are not in any manifest yet: the
+        // guard starts with them (see `store/pipeline.rs`).
+        inner.gc_guard = Some(inner.reserved_chunks.clone());
         Ok(Some(GcPlan { uses, sizes, min_live_fraction: self.shared.opts.segment_live_fraction_min }))
     }
 
@@ -364,6 +370,7 @@ impl Store {
         if sparse.is_empty() {
             return Ok(dead);
         }
+        let _commit = self.shared.commit_lock()?;
         let mut inner = self.shared.lock()?;
         let st = self.shared.storage.as_ref();
         let new_id = SegmentId(inner.next_segment);

@@ -1,10 +1,12 @@
 //! The public façade: open, tables, checkpoint, restore, rollback, read-at, verify, stats.
 
 mod maintenance;
+mod pipeline;
 
 pub use maintenance::CompactStep;
+pub(crate) use pipeline::Done;
+pub use pipeline::{CheckpointHandle, CheckpointRecord, Outcome};
 
-use crate::checkpoint::{self, Captured, Placement};
 use crate::format::{
     self, CheckpointId, ChunkHash, Head, Manifest, ManifestHash, Pin, SegmentId, HEAD_LEN, MAX_METADATA_LEN,
     MAX_PINS_LEN,
@@ -19,10 +21,11 @@ use crate::typed::TypedTable;
 use crate::version::{self, load_manifest, read_head, ChunkIndex};
 use crate::view::CheckpointView;
 use crate::{Error, Result};
-use std::collections::{BTreeMap, HashSet};
+use pipeline::{Job, Pipeline, RECENT_RECORDS};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// What one checkpoint is: where it sits in the chain and what it wrote.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -103,6 +106,18 @@ pub struct Stats {
     pub pins: u64,
     /// Why the last automatic compaction ([`crate::Options::auto_compact`]) failed, if it did.
     pub last_auto_compact_error: Option<String>,
+    /// Key and value bytes written since the last checkpoint capture.
+    pub dirty_bytes: u64,
+    /// Checkpoints captured and not yet ended.
+    pub checkpoints_in_flight: u64,
+    /// Checkpoints committed since open.
+    pub checkpoints_completed: u64,
+    /// Checkpoints aborted since open.
+    pub checkpoints_aborted: u64,
+    /// Checkpoints failed since open.
+    pub checkpoints_failed: u64,
+    /// The records of the last checkpoints that ended (at most 32), oldest first.
+    pub recent_checkpoints: Vec<CheckpointRecord>,
 }
 
 /// The checkpoint the working state is based on.
@@ -135,6 +150,17 @@ pub(crate) struct Inner {
     bytes_rewritten: u64,
     /// Why the last automatic compaction failed, if it did.
     last_auto_compact_error: Option<String>,
+    /// Checkpoints captured and not yet ended (see `pipeline`).
+    in_flight: usize,
+    /// The next checkpoint trigger's number.
+    next_seq: u64,
+    /// Jobs numbered below this are cancelled: an earlier one did not commit.
+    cancel_before_seq: u64,
+    /// Stored chunks the running checkpoint reuses (kept from a GC until it ends).
+    pub(crate) reserved_chunks: HashSet<ChunkHash>,
+    /// The last ended checkpoints, and counts by outcome.
+    recent: VecDeque<CheckpointRecord>,
+    outcomes: [u64; 3],
 }
 
 impl Inner {
@@ -152,9 +178,24 @@ impl Inner {
         self.poisoned.get_or_insert_with(|| e.to_string());
     }
 
+    fn record(&mut self, record: CheckpointRecord) {
+        let slot = match record.outcome {
+            Outcome::Completed => 0,
+            Outcome::Aborted(_) => 1,
+            Outcome::Failed(_) => 2,
+        };
+        if let Some(n) = self.outcomes.get_mut(slot) {
+            *n += 1;
+        }
+        if self.recent.len() == RECENT_RECORDS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(record);
+    }
+
     /// Make a committed manifest the base of the working state (its content must equal the
     /// working state's checkpointed content), and record what it wrote.
-    fn adopt(&mut self, p: checkpoint::Persisted) {
+    fn adopt(&mut self, p: crate::checkpoint::Persisted) {
         self.next_checkpoint = self.next_checkpoint.max(p.manifest.id.0 + 1);
         for (id, chunks) in &p.segments {
             self.chunks.add_segment(*id, chunks);
@@ -172,11 +213,32 @@ pub(crate) struct Shared {
     pub(crate) storage: Arc<dyn Storage>,
     pub(crate) opts: Options,
     inner: Mutex<Inner>,
+    /// Held by whoever allocates segment or checkpoint ids and moves HEAD over several steps
+    /// without holding `inner` throughout (the checkpoint pipeline, compaction). Taken before
+    /// `inner`, never while holding it.
+    commit: Mutex<()>,
+    /// Signalled (with `inner`) whenever a checkpoint ends.
+    idle: Condvar,
 }
 
 impl Shared {
     pub(crate) fn lock(&self) -> Result<MutexGuard<'_, Inner>> {
         self.inner.lock().map_err(|_| Error::Poisoned("a thread panicked while holding the store".into()))
+    }
+
+    pub(crate) fn commit_lock(&self) -> Result<MutexGuard<'_, ()>> {
+        self.commit.lock().map_err(|_| Error::Poisoned("a thread panicked while committing".into()))
+    }
+
+    /// Wait (releasing the lock meanwhile) until no checkpoint is in flight.
+    fn drained<'a>(&'a self, mut inner: MutexGuard<'a, Inner>) -> Result<MutexGuard<'a, Inner>> {
+        while inner.in_flight > 0 {
+            inner = self
+                .idle
+                .wait(inner)
+                .map_err(|_| Error::Poisoned("a thread panicked while holding the store".into()))?;
+        }
+        Ok(inner)
     }
 }
 
@@ -186,6 +248,8 @@ impl Shared {
 /// methods take `&self` and are safe to call from several threads.
 pub struct Store {
     shared: Arc<Shared>,
+    /// `None` for a read-only store. Dropping the store lets queued checkpoints end first.
+    pipeline: Option<Pipeline>,
 }
 
 impl std::fmt::Debug for Store {
@@ -314,8 +378,16 @@ impl Store {
             compacting: false,
             bytes_rewritten: 0,
             last_auto_compact_error: None,
+            in_flight: 0,
+            next_seq: 0,
+            cancel_before_seq: 0,
+            reserved_chunks: HashSet::new(),
+            recent: VecDeque::new(),
+            outcomes: [0; 3],
         };
-        Ok(Store { shared: Arc::new(Shared { storage, opts, inner: Mutex::new(inner) }) })
+        let pipeline = if opts.read_only { None } else { Some(Pipeline::start()?) };
+        let shared = Shared { storage, opts, inner: Mutex::new(inner), commit: Mutex::new(()), idle: Condvar::new() };
+        Ok(Store { shared: Arc::new(shared), pipeline })
     }
 
     /// The table `name`, created (empty) if it does not exist. A new table becomes durable
@@ -361,51 +433,11 @@ impl Store {
     /// tombstones, sorted and cut into chunks; chunks already stored are referenced, not
     /// rewritten. When this returns `Ok`, the checkpoint is durable and is what [`Store::open`]
     /// returns after a crash. On an I/O error the store is poisoned (see [`Error::Poisoned`]).
+    ///
+    /// This is [`Store::checkpoint_async`] and [`CheckpointHandle::wait`], then the automatic
+    /// compaction if [`crate::Options::auto_compact`] is on.
     pub fn checkpoint(&self, metadata: &[u8]) -> Result<CheckpointInfo> {
-        if metadata.len() > MAX_METADATA_LEN {
-            return Err(Error::InvalidArgument(format!(
-                "metadata of {} bytes exceeds {MAX_METADATA_LEN}",
-                metadata.len()
-            )));
-        }
-        let mut guard = self.shared.lock()?;
-        let inner = &mut *guard;
-        inner.check_writable()?;
-        // Capture: O(dirty), on the caller's thread.
-        let started = Instant::now();
-        let mut captured = Captured {
-            tables: Vec::new(),
-            table_names: inner.tables.tables.keys().cloned().collect(),
-            metadata: metadata.to_vec(),
-            started,
-        };
-        for (name, table) in &mut inner.tables.tables {
-            let entries = table.capture();
-            if !entries.is_empty() {
-                captured.tables.push((name.clone(), entries));
-            }
-        }
-        // Persist.
-        let placement = Placement {
-            id: CheckpointId(inner.next_checkpoint),
-            segment: SegmentId(inner.next_segment),
-            base: inner.base.as_ref().map(|b| (&b.manifest, b.hash)),
-            head: inner.head,
-        };
-        let storage = self.shared.storage.as_ref();
-        let persisted = match checkpoint::persist(storage, &inner.chunks, &self.shared.opts, captured, placement) {
-            Ok(p) => p,
-            Err(e) => {
-                // The dirty set is gone and the medium's state unknown: nothing more may be
-                // acknowledged until a reopen restores the last committed checkpoint.
-                inner.poison(&e);
-                return Err(e);
-            }
-        };
-        let mut info = CheckpointInfo::from_manifest(&persisted.manifest, persisted.manifest_len);
-        info.duration = started.elapsed();
-        inner.adopt(persisted);
-        drop(guard);
+        let info = self.checkpoint_async(metadata)?.wait()?;
         if self.shared.opts.auto_compact {
             // The checkpoint is committed whatever happens next: a failed compaction must not
             // look like a failed checkpoint. Its error is kept for `stats()` (and an I/O error
@@ -414,6 +446,88 @@ impl Store {
             self.shared.lock()?.last_auto_compact_error = outcome;
         }
         Ok(info)
+    }
+
+    /// Start a checkpoint and return at once. The caller's thread only captures the dirty set
+    /// (O(tables): each table's set is taken whole; no copying, hashing or I/O); sorting,
+    /// chunking, hashing, compression and I/O run on the store's pipeline thread.
+    ///
+    /// Reads and writes go on meanwhile; writes made after this call belong to the next
+    /// checkpoint. Checkpoints commit in the order they were started. If one does not commit
+    /// (aborted, or failed: an I/O error also poisons the store), its writes become dirty again
+    /// and every checkpoint started after it is aborted too, since each builds on the one
+    /// before; the previous committed checkpoint stays intact.
+    ///
+    /// At most [`crate::Options::max_checkpoints_in_flight`] are in flight; past that this
+    /// waits, or fails with [`Error::Busy`], as [`crate::Options::when_busy`] says.
+    pub fn checkpoint_async(&self, metadata: &[u8]) -> Result<CheckpointHandle> {
+        self.start_checkpoint(metadata, Vec::new())
+    }
+
+    /// [`Store::checkpoint_async`], telling `notify` the result before the handle gets it.
+    pub(crate) fn start_checkpoint(&self, metadata: &[u8], notify: Vec<Done>) -> Result<CheckpointHandle> {
+        if metadata.len() > MAX_METADATA_LEN {
+            return Err(Error::InvalidArgument(format!(
+                "metadata of {} bytes exceeds {MAX_METADATA_LEN}",
+                metadata.len()
+            )));
+        }
+        let triggered = Instant::now();
+        let triggered_unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let Some(pipeline) = &self.pipeline else { return Err(Error::ReadOnly) };
+        let mut inner = self.shared.lock()?;
+        inner.check_writable()?;
+        let max = self.shared.opts.max_checkpoints_in_flight;
+        while inner.in_flight >= max {
+            if self.shared.opts.when_busy == crate::WhenBusy::Refuse {
+                return Err(Error::Busy(format!("{} checkpoints in flight", inner.in_flight)));
+            }
+            inner = self
+                .shared
+                .idle
+                .wait(inner)
+                .map_err(|_| Error::Poisoned("a thread panicked while holding the store".into()))?;
+            inner.check_writable()?;
+        }
+        let seq = inner.next_seq;
+        let (handle, reply, abort) = CheckpointHandle::new(seq);
+        let dirty: Vec<(String, crate::state::DirtySet)> = inner
+            .tables
+            .tables
+            .iter_mut()
+            .filter(|(_, t)| t.dirty_len() > 0)
+            .map(|(name, t)| (name.clone(), t.take_dirty()))
+            .collect();
+        let job = Job {
+            seq,
+            dirty,
+            table_names: inner.tables.tables.keys().cloned().collect(),
+            metadata: metadata.to_vec(),
+            triggered,
+            triggered_unix_ms,
+            capture_pause: triggered.elapsed(),
+            abort,
+            notify,
+            reply,
+        };
+        // Sent under the lock: capture order is commit order.
+        match pipeline.submit(self.shared.clone(), job) {
+            Ok(()) => {
+                inner.next_seq += 1;
+                inner.in_flight += 1;
+                tracing::debug!(seq, "checkpoint captured");
+                Ok(handle)
+            }
+            Err(job) => {
+                for (name, set) in job.dirty {
+                    if let Some(table) = inner.tables.tables.get_mut(&name) {
+                        let entries = set.into_entries();
+                        table.restore_dirty(entries.iter().map(|(k, _)| k.as_slice()));
+                    }
+                }
+                Err(Error::Closed)
+            }
+        }
     }
 
     /// The checkpoint the working state is based on (the one `open` restored, the last one
@@ -468,7 +582,7 @@ impl Store {
     ///
     /// Durable when it returns: after a crash, `open` restores `id`.
     pub fn rollback(&self, id: CheckpointId) -> Result<CheckpointInfo> {
-        let mut guard = self.shared.lock()?;
+        let mut guard = self.shared.drained(self.shared.lock()?)?;
         let inner = &mut *guard;
         inner.check_writable()?;
         let (manifest, hash, manifest_len) = self.committed_manifest(inner, id)?;
@@ -513,6 +627,12 @@ impl Store {
             bytes_rewritten: inner.bytes_rewritten,
             pins: inner.pins.len() as u64,
             last_auto_compact_error: inner.last_auto_compact_error.clone(),
+            dirty_bytes: inner.tables.dirty_bytes() as u64,
+            checkpoints_in_flight: inner.in_flight as u64,
+            checkpoints_completed: inner.outcomes[0],
+            checkpoints_aborted: inner.outcomes[1],
+            checkpoints_failed: inner.outcomes[2],
+            recent_checkpoints: inner.recent.iter().cloned().collect(),
             ..Stats::default()
         };
         let mut retained = Vec::new();
