@@ -46,11 +46,13 @@
 
 mod checkpoint;
 pub(crate) mod compaction;
+mod coordinator;
 mod error;
 pub mod format;
 #[doc(hidden)]
 pub mod fuzz_ops;
 mod options;
+mod policy;
 mod state;
 pub mod storage;
 mod store;
@@ -61,9 +63,13 @@ mod version;
 mod view;
 
 pub use compaction::{CompactionReport, Retention};
+pub use coordinator::{
+    Barrier, Coordinator, CoordinatorOptions, EpochEnd, GlobalCheckpoint, GlobalCheckpointRecord, Shard,
+};
 pub use error::{Error, Result};
-pub use format::{CheckpointId, ChunkHash, ManifestKind, SegmentId};
+pub use format::{CheckpointId, ChunkHash, ManifestKind, SegmentId, ShardPart};
 pub use options::{CheckpointListener, Compression, Options, WhenBusy};
+pub use policy::{CheckpointPolicy, Clock, ManualClock, Periodic, SystemClock, Tick};
 pub use storage::Storage;
 pub use store::{CheckpointHandle, CheckpointInfo, CheckpointRecord, CompactStep, Outcome, Stats, Store};
 pub use table::Table;

@@ -9,11 +9,12 @@ type Target = fn(&[u8]);
 #[test]
 fn every_corpus_file_decodes_without_panic() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
-    let targets: [(&str, Target); 5] = [
+    let targets: [(&str, Target); 6] = [
         ("chunk", cairn::format::fuzzing::chunk),
         ("segment", cairn::format::fuzzing::segment),
         ("manifest", cairn::format::fuzzing::manifest),
         ("head", cairn::format::fuzzing::head),
+        ("global", cairn::format::fuzzing::global),
         ("ops_crash", cairn::fuzz_ops::ops_crash),
     ];
     let mut replayed = 0;

@@ -55,3 +55,10 @@ pub fn head(data: &[u8]) {
     }
     let _ = decode_store_marker(data);
 }
+
+/// Decode a global checkpoint record; a decoded record re-encodes to the same bytes.
+pub fn global(data: &[u8]) {
+    if let Ok(record) = decode_global(data) {
+        assert!(encode_global(&record).as_deref() == Some(data), "global record does not re-encode to its bytes");
+    }
+}

@@ -10,6 +10,7 @@
 mod chunk;
 #[doc(hidden)]
 pub mod fuzzing;
+mod global;
 mod head;
 mod ids;
 mod manifest;
@@ -23,6 +24,7 @@ pub use chunk::{
     decode_chunk, decode_entries, decode_run_index, encode_entries_chunk, encode_run_index_chunk, ChunkBody, ChunkKind,
     Entry, RunIndex, RunIndexEntry,
 };
+pub use global::{decode_global, encode_global, GlobalRecord, ShardPart, MAX_SHARDS};
 pub use head::{decode_head, decode_store_marker, encode_head, encode_store_marker, Head, HEAD_LEN, STORE_MARKER_LEN};
 pub use ids::{CheckpointId, ChunkHash, SegmentId};
 pub use manifest::{

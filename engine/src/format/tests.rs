@@ -268,3 +268,26 @@ fn segment_flips_are_detected_or_harmless_and_truncations_rejected() {
         }
     }
 }
+
+#[test]
+fn global_record_is_pinned_round_trips_and_rejects_truncation() {
+    let record = GlobalRecord {
+        epoch: 42,
+        metadata: b"job=wordcount".to_vec(),
+        shards: vec![
+            ShardPart { id: CheckpointId(7), metadata: b"offset=1000".to_vec() },
+            ShardPart { id: CheckpointId(3), metadata: Vec::new() },
+        ],
+    };
+    let bytes = encode_global(&record).unwrap();
+    fixture("global.rec", &bytes);
+    assert_eq!(decode_global(&bytes).unwrap(), record);
+    for n in 0..bytes.len() {
+        assert!(decode_global(&bytes[..n]).is_err(), "truncation to {n} bytes accepted");
+    }
+    let mut zero_id = record.clone();
+    zero_id.shards[1].id = CheckpointId(0);
+    assert!(decode_global(&encode_global(&zero_id).unwrap()).is_err());
+    let none = GlobalRecord { shards: Vec::new(), ..record };
+    assert!(decode_global(&encode_global(&none).unwrap()).is_err(), "a record names at least one shard");
+}

@@ -147,6 +147,17 @@ impl Store {
     pub fn compact_with_hook(
         &self,
         retention: &Retention,
+        hook: impl FnMut(CompactStep) -> Result<()>,
+    ) -> Result<CompactionReport> {
+        self.compact_keeping(retention, &BTreeSet::new(), hook)
+    }
+
+    /// [`Store::compact_with_hook`], also keeping the checkpoints in `keep` (a coordinator
+    /// keeps every shard checkpoint a retained global checkpoint names).
+    pub(crate) fn compact_keeping(
+        &self,
+        retention: &Retention,
+        keep: &BTreeSet<CheckpointId>,
         mut hook: impl FnMut(CompactStep) -> Result<()>,
     ) -> Result<CompactionReport> {
         {
@@ -157,7 +168,7 @@ impl Store {
             }
             inner.compacting = true;
         }
-        let result = self.compact_steps(retention, &mut hook);
+        let result = self.compact_steps(retention, keep, &mut hook);
         let mut inner = self.shared.lock()?;
         inner.compacting = false;
         inner.gc_guard = None;
@@ -179,12 +190,13 @@ impl Store {
     fn compact_steps(
         &self,
         retention: &Retention,
+        keep: &BTreeSet<CheckpointId>,
         hook: &mut impl FnMut(CompactStep) -> Result<()>,
     ) -> Result<CompactionReport> {
         let mut report = CompactionReport::default();
         self.merge_runs(&mut report)?;
         hook(CompactStep::Merged)?;
-        self.apply_retention(retention, &mut report)?;
+        self.apply_retention(retention, keep, &mut report)?;
         hook(CompactStep::RetentionApplied)?;
         let Some(plan) = self.mark()? else { return Ok(report) };
         hook(CompactStep::Marked)?;
@@ -251,7 +263,12 @@ impl Store {
     }
 
     /// Delete the committed manifests `retention` does not keep.
-    fn apply_retention(&self, retention: &Retention, report: &mut CompactionReport) -> Result<()> {
+    fn apply_retention(
+        &self,
+        retention: &Retention,
+        keep: &BTreeSet<CheckpointId>,
+        report: &mut CompactionReport,
+    ) -> Result<()> {
         let mut inner = self.shared.lock()?;
         let Some(head) = inner.head else { return Ok(()) };
         let st = self.shared.storage.as_ref();
@@ -273,6 +290,7 @@ impl Store {
         // Filesystem rule: the two manifests before HEAD on its chain always stay, whatever the
         // policy, so the checkpoints just before the current one remain to fall back to.
         let mut always = inner.always_kept();
+        always.extend(keep.iter().copied());
         let mut at = head.current;
         for _ in 0..PREVIOUS_MANIFESTS_KEPT {
             let Some(parent) = parents.get(&at).copied() else { break };

@@ -530,6 +530,12 @@ impl Store {
         }
     }
 
+    /// Key and value bytes written since the last checkpoint capture (cheap: no I/O). What a
+    /// [`crate::CheckpointPolicy`] dirty-bytes threshold compares against.
+    pub fn dirty_bytes(&self) -> Result<u64> {
+        Ok(self.shared.lock()?.tables.dirty_bytes() as u64)
+    }
+
     /// The checkpoint the working state is based on (the one `open` restored, the last one
     /// taken, or the one rolled back to), with its metadata; `None` before the first.
     pub fn head(&self) -> Result<Option<CheckpointInfo>> {
