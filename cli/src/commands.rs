@@ -49,11 +49,65 @@ pub fn checkpoint_not_found(store: &Store, id: CheckpointId, err: cairn::Error) 
     CliError::from(format!("no checkpoint {id} ({existing})"))
 }
 
-/// `cairn log`.
+/// Whether `dir` is a coordinator's directory (a `global/` store and shard stores) rather
+/// than a store.
+fn is_coordinator(dir: &Path) -> bool {
+    !dir.join("CAIRN").exists() && dir.join("global").join("CAIRN").is_file()
+}
+
+/// The lines of a store's JOURNAL: checkpoints that did not commit.
+fn journal_lines(store: &Store, label: &str) -> Result<Vec<String>, CliError> {
+    Ok(store.journal()?.iter().map(|e| format!("{label}{}", show::journal_line(e))).collect())
+}
+
+/// `cairn log`: a store's checkpoints and those that did not commit; for a coordinator's
+/// directory, its global checkpoints, then what did not commit globally and in each shard.
 pub fn log(dir: &Path) -> Result<(), CliError> {
+    if is_coordinator(dir) {
+        return coordinator_log(dir);
+    }
     let store = open_read_only(dir)?;
     let head = store.head()?.map(|h| h.id);
-    emit(show::log(&store.checkpoints()?, head).trim_end())
+    emit(show::log(&store.checkpoints()?, head).trim_end())?;
+    let lines = journal_lines(&store, "")?;
+    if !lines.is_empty() {
+        emit(&format!("\nnot committed ({}, oldest first):", lines.len()))?;
+        emit(&lines.join("\n"))?;
+    }
+    Ok(())
+}
+
+fn coordinator_log(dir: &Path) -> Result<(), CliError> {
+    let global = open_read_only(&dir.join("global"))?;
+    let head = global.head()?.map(|h| h.id);
+    emit(&format!("coordinator {}: global checkpoints, oldest first (* = the one shards restore to)", dir.display()))?;
+    for c in global.checkpoints()?.iter().filter(|c| c.kind == cairn::ManifestKind::Checkpoint) {
+        let record = cairn::format::decode_global(&c.metadata)
+            .map_err(|e| CliError::from(format!("global checkpoint {}: {e}", c.id)))?;
+        let mark = if Some(c.id) == head { '*' } else { ' ' };
+        let shards: Vec<String> = record.shards.iter().map(|p| p.id.to_string()).collect();
+        emit(&format!(
+            "{mark} global {:>6}  epoch {:>12}  {}  shard checkpoints [{}]  metadata {}",
+            c.id.to_string(),
+            record.epoch,
+            show::utc(c.created_unix_ms),
+            shards.join(" "),
+            show::bytes_short(&record.metadata, 64)
+        ))?;
+    }
+    let mut lines = journal_lines(&global, "global: ")?;
+    for i in 0.. {
+        let shard = dir.join(format!("shard-{i:04}"));
+        if !shard.exists() {
+            break;
+        }
+        lines.extend(journal_lines(&open_read_only(&shard)?, &format!("shard {i}: "))?);
+    }
+    if !lines.is_empty() {
+        emit(&format!("\nnot committed ({}):", lines.len()))?;
+        emit(&lines.join("\n"))?;
+    }
+    Ok(())
 }
 
 /// `cairn verify`; returns whether everything verified. Works without opening the store, so
@@ -121,8 +175,18 @@ pub fn stat(dir: &Path) -> Result<(), CliError> {
         format!("unreadable_segments: {}", s.unreadable_segments),
         format!("pins: {}", s.pins),
     ];
+    let journal = store.journal()?;
     for line in lines {
         emit(&line)?;
+    }
+    let aborted = journal.iter().filter(|e| !e.failed).count();
+    emit(&format!(
+        "not_committed: {} ({aborted} aborted, {} failed; see `cairn log`)",
+        journal.len(),
+        journal.len() - aborted
+    ))?;
+    if let Some(last) = journal.last() {
+        emit(&format!("last_not_committed: {}", show::journal_line(last)))?;
     }
     for (name, id) in store.pins()? {
         emit(&format!("pin {name:?} -> checkpoint {id}"))?;

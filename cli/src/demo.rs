@@ -67,7 +67,7 @@ pub fn word_of(i: u64) -> String {
 }
 
 /// The source offset a checkpoint's metadata records (decimal ASCII).
-fn parse_offset(id: CheckpointId, metadata: &[u8]) -> Result<u64, CliError> {
+pub(crate) fn parse_offset(id: CheckpointId, metadata: &[u8]) -> Result<u64, CliError> {
     std::str::from_utf8(metadata).ok().and_then(|s| s.parse::<u64>().ok()).ok_or_else(|| {
         CliError::from(format!(
             "head checkpoint {id} has metadata {} instead of a decimal source offset; \
@@ -77,7 +77,7 @@ fn parse_offset(id: CheckpointId, metadata: &[u8]) -> Result<u64, CliError> {
     })
 }
 
-fn count_of(word: &str, value: &[u8]) -> Result<u64, CliError> {
+pub(crate) fn count_of(word: &str, value: &[u8]) -> Result<u64, CliError> {
     <[u8; 8]>::try_from(value).map(u64::from_le_bytes).map_err(|_| {
         CliError::from(format!(
             "table {TABLE:?} key {word:?} holds {}, not a u64 little-endian count",
@@ -86,7 +86,7 @@ fn count_of(word: &str, value: &[u8]) -> Result<u64, CliError> {
     })
 }
 
-fn crash(processed: u64, offset: u64) -> ! {
+pub(crate) fn crash(processed: u64, offset: u64) -> ! {
     eprintln!("crash: aborting after {processed} events in this run (offset {offset}), without a final checkpoint");
     std::process::abort()
 }
@@ -160,9 +160,21 @@ pub fn run(args: &DemoArgs<'_>) -> Result<(), CliError> {
 /// Two states have the same digest exactly when (barring hash collisions) they hold the same
 /// pairs, whatever order they were written or are iterated in.
 pub fn digest(store: &Store) -> Result<(u64, [u8; 32]), CliError> {
+    digest_stores(&[store])
+}
+
+/// [`digest`] of the union of several stores' pairs (shards partition the keys, so this
+/// equals the digest of one store holding them all).
+pub fn digest_stores(stores: &[&Store]) -> Result<(u64, [u8; 32]), CliError> {
     let mut keys = 0u64;
     let mut lanes = [0u64; 4];
-    for name in store.tables()? {
+    let mut tables = Vec::new();
+    for store in stores {
+        for name in store.tables()? {
+            tables.push((*store, name));
+        }
+    }
+    for (store, name) in tables {
         for (k, v) in store.table(&name)?.iter_all()? {
             let mut h = blake3::Hasher::new();
             h.update(&(name.len() as u64).to_le_bytes());

@@ -9,6 +9,7 @@ mod bench;
 mod commands;
 mod demo;
 mod maintenance;
+mod sharded;
 mod show;
 
 use clap::{Parser, Subcommand};
@@ -89,6 +90,11 @@ enum Command {
         /// event is taken first. If N exceeds the events left, the run completes normally.
         #[arg(long, value_name = "N")]
         crash_after: Option<u64>,
+        /// Partition the job over N shards (1 to 64), each on its own thread with its own store
+        /// under DIR, checkpointed together by a coordinator (global checkpoints at the same
+        /// offsets). The final `keys= digest=` line equals the unsharded job's after as many events.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=64))]
+        shards: Option<u64>,
     },
     /// Print the checkpoints of a store, oldest first, marking the head with `*`.
     #[command(long_about = "Print the checkpoints of a store, oldest first, one line each: id, parent \
@@ -253,8 +259,12 @@ fn run(cli: Cli) -> Result<bool, CliError> {
             let dir = dir.unwrap_or_else(|| PathBuf::from(format!("cairn-bench-{}", std::process::id())));
             bench::bench(&bench::BenchArgs { keys, dirty, rounds, zipf, json, dir })?
         }
-        Command::Demo { dir, events, checkpoint_every, crash_after } => {
-            demo::run(&demo::DemoArgs { dir: &dir, events, checkpoint_every, crash_after })?
+        Command::Demo { dir, events, checkpoint_every, crash_after, shards } => {
+            let args = demo::DemoArgs { dir: &dir, events, checkpoint_every, crash_after };
+            match shards {
+                Some(n) => sharded::run(&args, n as usize)?,
+                None => demo::run(&args)?,
+            }
         }
         Command::Log { dir } => commands::log(&dir)?,
         Command::Verify { dir, deep: _ } => return commands::verify(&dir),

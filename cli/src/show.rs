@@ -112,6 +112,20 @@ pub fn kind(kind: ManifestKind) -> &'static str {
     }
 }
 
+/// A checkpoint that did not commit, as `cairn log` and `cairn stat` show it.
+pub fn journal_line(e: &cairn::JournalEntry) -> String {
+    format!(
+        "{}  {}  after checkpoint {}  dirty_keys {}  capture {}  persist {}  {}",
+        utc(e.triggered_unix_ms),
+        if e.failed { "failed " } else { "aborted" },
+        e.head_id,
+        e.dirty_keys,
+        duration(Duration::from_micros(e.capture_pause_us)),
+        duration(Duration::from_micros(e.persist_us)),
+        e.reason.replace(['\n', '\r'], " ")
+    )
+}
+
 /// The header of [`log_line`]'s columns.
 pub fn log_header() -> String {
     format!(

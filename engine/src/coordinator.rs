@@ -202,6 +202,7 @@ impl Shard {
 }
 
 struct Pending {
+    triggered_unix_ms: u64,
     metadata: Vec<u8>,
     parts: Vec<Option<ShardPart>>,
     bytes_written: u64,
@@ -416,6 +417,9 @@ impl Coordinator {
         self.pending.insert(
             epoch,
             Pending {
+                triggered_unix_ms: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64),
                 metadata: metadata.to_vec(),
                 parts: vec![None; self.shards.len()],
                 bytes_written: 0,
@@ -495,6 +499,12 @@ impl Coordinator {
         self.trigger(epoch, &metadata).map(Some)
     }
 
+    /// The global checkpoints that did not commit (aborted epochs), oldest first, across
+    /// restarts: the global store's JOURNAL ([`Store::journal`]).
+    pub fn journal(&self) -> Result<Vec<crate::JournalEntry>> {
+        self.global.journal()
+    }
+
     /// The records of the last global checkpoints that ended (at most 32), oldest first.
     pub fn recent(&self) -> Vec<GlobalCheckpointRecord> {
         self.recent.iter().cloned().collect()
@@ -533,6 +543,8 @@ impl Coordinator {
         if let Some(p) = self.pending.remove(&epoch) {
             tracing::warn!(epoch, %reason, "global checkpoint aborted");
             self.finish(epoch, &p, crate::Outcome::Aborted(reason.clone()));
+            let took = self.clock.now().saturating_sub(p.triggered);
+            self.global.note_not_committed(format!("epoch {epoch} aborted: {reason}"), p.triggered_unix_ms, took);
             ended.push(EpochEnd::Aborted { epoch, reason });
         }
     }

@@ -67,7 +67,7 @@ pub use coordinator::{
     Barrier, Coordinator, CoordinatorOptions, EpochEnd, GlobalCheckpoint, GlobalCheckpointRecord, Shard,
 };
 pub use error::{Error, Result};
-pub use format::{CheckpointId, ChunkHash, ManifestKind, SegmentId, ShardPart};
+pub use format::{CheckpointId, ChunkHash, JournalEntry, ManifestKind, SegmentId, ShardPart};
 pub use options::{CheckpointListener, Compression, Options, WhenBusy};
 pub use policy::{CheckpointPolicy, Clock, ManualClock, Periodic, SystemClock, Tick};
 pub use storage::Storage;

@@ -103,6 +103,10 @@ fn an_aborted_checkpoint_writes_nothing_and_its_writes_go_to_the_next() -> Resul
     drop(store);
     let reopened = sim_store(&fs, Options::new())?;
     assert_eq!(reopened.table("t")?.get(b"b")?, Some(b"2".to_vec()));
+    let journal = reopened.journal()?;
+    assert_eq!(journal.len(), 1, "the aborted checkpoint is in the JOURNAL after a reopen");
+    assert!(!journal[0].failed && journal[0].reason.contains("aborted by its handle"), "{journal:?}");
+    assert_eq!(journal[0].head_id, first.id.0);
     let outcomes: Vec<Outcome> =
         records.lock().map(|v| v.iter().map(|r| r.outcome.clone()).collect()).unwrap_or_default();
     assert_eq!(outcomes.len(), 3);
@@ -157,6 +161,9 @@ fn a_background_io_error_surfaces_on_the_handle_and_the_previous_checkpoint_rest
     fs.clear_faults();
     let reopened = sim_store(&fs, Options::new())?;
     assert_eq!(dump(&reopened)?, good);
+    let journal = reopened.journal()?;
+    let outcomes: Vec<bool> = journal.iter().map(|e| e.failed).collect();
+    assert_eq!(outcomes, vec![true, false], "failed, then the one behind it aborted: {journal:?}");
     assert_eq!(reopened.head()?.map(|h| h.metadata), Some(b"good".to_vec()));
     Ok(())
 }

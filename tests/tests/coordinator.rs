@@ -124,10 +124,13 @@ fn a_failing_shard_aborts_the_epoch_and_the_previous_one_restores() -> Result<()
     assert!(matches!(&err, Error::Aborted(reason) if reason.contains("shard 2")), "{err}");
     assert_eq!(coord.last().epoch, 1);
     assert!(matches!(coord.recent().last().map(|r| &r.outcome), Some(Outcome::Aborted(_))));
+
     drop((coord, shards));
     let (coord, shards) = Coordinator::open(dir.path(), opts(3))?;
     assert_eq!(coord.last().epoch, 1);
     assert_eq!(shard_states(&shards)?, at_one, "shards 0 and 1 rolled back to epoch 1");
+    let journal = coord.journal()?;
+    assert!(journal.iter().any(|e| e.reason.contains("epoch 2 aborted")), "{journal:?}");
     Ok(())
 }
 

@@ -9,12 +9,13 @@ type Target = fn(&[u8]);
 #[test]
 fn every_corpus_file_decodes_without_panic() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
-    let targets: [(&str, Target); 6] = [
+    let targets: [(&str, Target); 7] = [
         ("chunk", cairn::format::fuzzing::chunk),
         ("segment", cairn::format::fuzzing::segment),
         ("manifest", cairn::format::fuzzing::manifest),
         ("head", cairn::format::fuzzing::head),
         ("global", cairn::format::fuzzing::global),
+        ("journal", cairn::format::fuzzing::journal),
         ("ops_crash", cairn::fuzz_ops::ops_crash),
     ];
     let mut replayed = 0;

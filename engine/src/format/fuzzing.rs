@@ -62,3 +62,10 @@ pub fn global(data: &[u8]) {
         assert!(encode_global(&record).as_deref() == Some(data), "global record does not re-encode to its bytes");
     }
 }
+
+/// Decode a journal; a decoded journal re-encodes to the same bytes.
+pub fn journal(data: &[u8]) {
+    if let Ok(entries) = decode_journal(data) {
+        assert!(encode_journal(&entries) == data, "journal does not re-encode to its bytes");
+    }
+}

@@ -13,6 +13,7 @@ pub mod fuzzing;
 mod global;
 mod head;
 mod ids;
+mod journal;
 mod manifest;
 mod pins;
 mod segment;
@@ -27,6 +28,9 @@ pub use chunk::{
 pub use global::{decode_global, encode_global, GlobalRecord, ShardPart, MAX_SHARDS};
 pub use head::{decode_head, decode_store_marker, encode_head, encode_store_marker, Head, HEAD_LEN, STORE_MARKER_LEN};
 pub use ids::{CheckpointId, ChunkHash, SegmentId};
+pub use journal::{
+    decode_journal, encode_journal, JournalEntry, MAX_JOURNAL_ENTRIES, MAX_JOURNAL_LEN, MAX_JOURNAL_REASON_LEN,
+};
 pub use manifest::{
     decode_manifest, encode_manifest, validate_table_name, Manifest, ManifestHash, ManifestKind, ManifestStats,
     ManifestTable, RunRef,

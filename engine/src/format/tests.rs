@@ -291,3 +291,38 @@ fn global_record_is_pinned_round_trips_and_rejects_truncation() {
     let none = GlobalRecord { shards: Vec::new(), ..record };
     assert!(decode_global(&encode_global(&none).unwrap()).is_err(), "a record names at least one shard");
 }
+
+#[test]
+fn journal_is_pinned_round_trips_and_rejects_every_flip() {
+    let entries = vec![
+        JournalEntry {
+            triggered_unix_ms: 1_790_000_000_000,
+            capture_pause_us: 12,
+            persist_us: 3400,
+            dirty_keys: 1000,
+            head_id: 7,
+            failed: false,
+            reason: "checkpoint aborted: aborted by its handle".into(),
+        },
+        JournalEntry {
+            triggered_unix_ms: 1_790_000_000_500,
+            capture_pause_us: 9,
+            persist_us: 800,
+            dirty_keys: 5,
+            head_id: 7,
+            failed: true,
+            reason: "I/O error during fsync of segments/0000000000000009.seg: injected".into(),
+        },
+    ];
+    let bytes = encode_journal(&entries);
+    fixture("JOURNAL", &bytes);
+    assert_eq!(decode_journal(&bytes).unwrap(), entries);
+    for i in 0..bytes.len() {
+        let mut flipped = bytes.clone();
+        flipped[i] ^= 0x01;
+        assert!(decode_journal(&flipped).is_err(), "flip at {i} accepted");
+    }
+    for n in 0..bytes.len() {
+        assert!(decode_journal(&bytes[..n]).is_err(), "truncation to {n} accepted");
+    }
+}

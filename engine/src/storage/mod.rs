@@ -20,7 +20,8 @@ mod sim;
 
 pub use fs::{Fs, FsStorage};
 pub use names::{
-    manifest_name, parse_manifest_name, parse_segment_name, segment_name, HEAD, MANIFESTS, PINS, SEGMENTS, STORE_MARKER,
+    manifest_name, parse_manifest_name, parse_segment_name, segment_name, HEAD, JOURNAL, MANIFESTS, PINS, SEGMENTS,
+    STORE_MARKER,
 };
 pub use os::{LocalStorage, OsFs};
 pub use sim::{CrashMode, SimFs, SimStorage, FAULT_POINTS};
@@ -39,7 +40,7 @@ pub trait Storage: Send + Sync {
     /// visible under `name` complete (never partially). The *name* itself is durable only after
     /// the next successful [`Storage::sync`]; a crash before that may leave the object absent,
     /// never torn. Putting a name that already exists replaces it atomically: a crash leaves
-    /// the old or the new object, whole (cairn does so only for PINS and for objects no
+    /// the old or the new object, whole (cairn does so only for PINS, JOURNAL and for objects no
     /// committed checkpoint references).
     fn put(&self, name: &str, bytes: &[u8]) -> Result<()>;
 

@@ -7,6 +7,8 @@ use crate::format::{CheckpointId, SegmentId};
 pub const HEAD: &str = "HEAD";
 /// The pinned savepoints.
 pub const PINS: &str = "PINS";
+/// The journal of checkpoints that did not commit (diagnostic; see `format::journal`).
+pub const JOURNAL: &str = "JOURNAL";
 /// The store marker, written once when a store is created.
 pub const STORE_MARKER: &str = "CAIRN";
 /// Directory of segments.

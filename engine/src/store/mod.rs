@@ -688,6 +688,33 @@ impl Store {
         Ok(crate::verify::verify(st, read_head(st)))
     }
 
+    /// The checkpoints that did not commit (aborted or failed), oldest first, as recorded in
+    /// the store's JOURNAL (the last 64, across restarts). Diagnostic: a missing journal is
+    /// empty; a damaged one is an error naming it.
+    pub fn journal(&self) -> Result<Vec<format::JournalEntry>> {
+        match self.shared.storage.read(crate::storage::JOURNAL, format::MAX_JOURNAL_LEN) {
+            Ok(bytes) => format::decode_journal(&bytes).map_err(|e| Error::from_decode(crate::storage::JOURNAL, e)),
+            Err(Error::NotFound(_)) => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Record in JOURNAL something that did not commit on behalf of this store (a
+    /// coordinator's aborted epoch), best effort.
+    pub(crate) fn note_not_committed(&self, reason: String, triggered_unix_ms: u64, persist: Duration) {
+        let head_id = self.shared.lock().ok().and_then(|inner| inner.head.map(|h| h.current.0)).unwrap_or(0);
+        let entry = format::JournalEntry {
+            triggered_unix_ms,
+            capture_pause_us: 0,
+            persist_us: persist.as_micros() as u64,
+            dirty_keys: 0,
+            head_id,
+            failed: false,
+            reason,
+        };
+        pipeline::append_journal(self.shared.storage.as_ref(), entry);
+    }
+
     /// Where the store lives (a path, or `memory`).
     pub fn location(&self) -> String {
         self.shared.storage.location()

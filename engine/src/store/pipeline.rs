@@ -24,8 +24,9 @@
 
 use super::{CheckpointInfo, Shared};
 use crate::checkpoint::{self, ChunkSink, NewManifest};
-use crate::format::{CheckpointId, ChunkHash, ManifestKind, RunRef, SegmentId};
+use crate::format::{self, CheckpointId, ChunkHash, ManifestKind, RunRef, SegmentId};
 use crate::state::{CapturedEntries, DirtySet};
+use crate::storage::JOURNAL;
 use crate::{Error, Result};
 use crossbeam_channel::{Receiver, Sender};
 use std::collections::BTreeMap;
@@ -277,6 +278,9 @@ fn run(shared: &Arc<Shared>, job: Job) {
         inner.record(record.clone());
         shared.idle.notify_all();
     }
+    if let Err(e) = &result {
+        journal_append(shared, &record, e);
+    }
     if let Some(listener) = &shared.opts.listener {
         listener(&record);
     }
@@ -359,4 +363,44 @@ fn persist(
         chunks.fold((0u64, 0u64), |(r, s), c| (r + u64::from(c.raw_len), s + u64::from(c.stored_len)));
     shared.lock()?.adopt(persisted);
     Ok(Written { info, raw_bytes, stored_bytes })
+}
+
+/// Add a checkpoint that did not commit to the store's JOURNAL, best effort.
+fn journal_append(shared: &Shared, record: &CheckpointRecord, error: &Error) {
+    let head_id = shared.lock().ok().and_then(|inner| inner.head.map(|h| h.current.0)).unwrap_or(0);
+    append_journal(
+        shared.storage.as_ref(),
+        format::JournalEntry {
+            triggered_unix_ms: record.triggered_unix_ms,
+            capture_pause_us: record.capture_pause.as_micros() as u64,
+            persist_us: record.persist.as_micros() as u64,
+            dirty_keys: record.dirty_keys,
+            head_id,
+            failed: matches!(record.outcome, Outcome::Failed(_)),
+            reason: error.to_string(),
+        },
+    );
+}
+
+/// Append `entry` to JOURNAL (its reason cut to the bound), keeping the last entries. Best
+/// effort: the journal is diagnostic (for `cairn log`), so failing to write it changes
+/// nothing else; the failure is logged.
+pub(crate) fn append_journal(storage: &dyn crate::Storage, mut entry: format::JournalEntry) {
+    let mut entries = match storage.read(JOURNAL, format::MAX_JOURNAL_LEN) {
+        Ok(bytes) => format::decode_journal(&bytes).unwrap_or_default(),
+        Err(_) => Vec::new(),
+    };
+    if entry.reason.len() > format::MAX_JOURNAL_REASON_LEN {
+        let mut cut = format::MAX_JOURNAL_REASON_LEN;
+        while !entry.reason.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        entry.reason.truncate(cut);
+    }
+    entries.push(entry);
+    let excess = entries.len().saturating_sub(format::MAX_JOURNAL_ENTRIES);
+    entries.drain(..excess);
+    if let Err(e) = storage.put(JOURNAL, &format::encode_journal(&entries)) {
+        tracing::warn!(error = %e, "could not record the checkpoint in JOURNAL");
+    }
 }
