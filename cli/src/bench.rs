@@ -30,6 +30,9 @@ pub struct BenchArgs {
     pub json: bool,
     /// Directory to work in (removed afterwards).
     pub dir: PathBuf,
+    /// Compact in the background during the rounds, at most this many MB/s (0: unbounded);
+    /// `None`: no compaction.
+    pub background_compaction_mb_per_s: Option<u64>,
 }
 
 fn io(what: &str, e: std::io::Error) -> CliError {
@@ -224,7 +227,13 @@ fn run(args: &BenchArgs) -> Result<(), CliError> {
     let store_dir = args.dir.join("store");
     let mut versions = vec![0u64; s as usize];
     let t = Instant::now();
-    let store = Store::open_with(&store_dir, Options::new())?;
+    let mut opts = Options::new();
+    if let Some(rate) = args.background_compaction_mb_per_s {
+        opts = opts
+            .background_compaction(true)
+            .compaction_bytes_per_sec((rate > 0).then_some(rate.saturating_mul(1_000_000)));
+    }
+    let store = Store::open_with(&store_dir, opts)?;
     let table = store.table("state")?;
     for id in 0..s {
         table.put(&key16(id), &value100(id, 0))?;
@@ -290,7 +299,16 @@ fn run(args: &BenchArgs) -> Result<(), CliError> {
     let rows: Vec<(&str, String, String)> = vec![
         (
             "workload",
-            format!("S={s} D={d} R={} {}", args.rounds, args.zipf.map_or("uniform".into(), |z| format!("zipf {z}"))),
+            format!(
+                "S={s} D={d} R={} {}{}",
+                args.rounds,
+                args.zipf.map_or("uniform".into(), |z| format!("zipf {z}")),
+                match args.background_compaction_mb_per_s {
+                    None => String::new(),
+                    Some(0) => ", background compaction".to_string(),
+                    Some(mb) => format!(", background compaction <= {mb} MB/s"),
+                }
+            ),
             String::new(),
         ),
         ("fsync (4 KiB append)", format!("{fsync_ms:.3} ms"), "floor".into()),

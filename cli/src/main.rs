@@ -63,6 +63,10 @@ enum Command {
         /// Directory to work in; must not exist (it is removed at the end).
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
+        /// Compact in the background during the rounds (default retention and run bound),
+        /// writing at most MB megabytes per second on average (0: unbounded).
+        #[arg(long, value_name = "MB")]
+        background_compaction: Option<u64>,
     },
     /// Run a word-count stream job on a store, resuming from its head checkpoint.
     #[command(long_about = "Run a word-count stream job on a store, resuming from its head checkpoint.\n\n\
@@ -255,9 +259,10 @@ pub fn emit(text: &str) -> Result<(), CliError> {
 
 fn run(cli: Cli) -> Result<bool, CliError> {
     match cli.command {
-        Command::Bench { keys, dirty, rounds, zipf, json, dir } => {
+        Command::Bench { keys, dirty, rounds, zipf, json, dir, background_compaction } => {
             let dir = dir.unwrap_or_else(|| PathBuf::from(format!("cairn-bench-{}", std::process::id())));
-            bench::bench(&bench::BenchArgs { keys, dirty, rounds, zipf, json, dir })?
+            let background_compaction_mb_per_s = background_compaction;
+            bench::bench(&bench::BenchArgs { keys, dirty, rounds, zipf, json, dir, background_compaction_mb_per_s })?
         }
         Command::Demo { dir, events, checkpoint_every, crash_after, shards } => {
             let args = demo::DemoArgs { dir: &dir, events, checkpoint_every, crash_after };

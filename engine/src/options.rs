@@ -43,6 +43,8 @@ pub type CheckpointListener = std::sync::Arc<dyn Fn(&crate::CheckpointRecord) + 
 /// | [`max_runs_per_table`](Options::max_runs_per_table) | 8 | compaction merges a table's runs past this many (restore reads at most this many per table once compacted) |
 /// | [`segment_live_fraction_min`](Options::segment_live_fraction_min) | 0.5 | GC rewrites a segment whose live bytes fall below this fraction |
 /// | [`auto_compact`](Options::auto_compact) | `false` | run [`crate::Store::compact`] after every checkpoint, on the caller's thread |
+/// | [`background_compaction`](Options::background_compaction) | `false` | run [`crate::Store::compact`] on a background thread after checkpoints commit |
+/// | [`compaction_bytes_per_sec`](Options::compaction_bytes_per_sec) | unbounded | the rate compaction may write at, on average |
 /// | [`max_checkpoints_in_flight`](Options::max_checkpoints_in_flight) | 1 | checkpoints captured but not yet committed |
 /// | [`when_busy`](Options::when_busy) | [`WhenBusy::Wait`] | what a checkpoint trigger does when that many are in flight |
 /// | [`hash_threads`](Options::hash_threads) | cores, at most 4 | threads hashing a checkpoint's chunks |
@@ -58,6 +60,8 @@ pub struct Options {
     pub(crate) max_runs_per_table: usize,
     pub(crate) segment_live_fraction_min: f64,
     pub(crate) auto_compact: bool,
+    pub(crate) background_compaction: bool,
+    pub(crate) compaction_bytes_per_sec: Option<u64>,
     pub(crate) max_checkpoints_in_flight: usize,
     pub(crate) when_busy: WhenBusy,
     pub(crate) hash_threads: usize,
@@ -76,6 +80,8 @@ impl std::fmt::Debug for Options {
             .field("max_runs_per_table", &self.max_runs_per_table)
             .field("segment_live_fraction_min", &self.segment_live_fraction_min)
             .field("auto_compact", &self.auto_compact)
+            .field("background_compaction", &self.background_compaction)
+            .field("compaction_bytes_per_sec", &self.compaction_bytes_per_sec)
             .field("max_checkpoints_in_flight", &self.max_checkpoints_in_flight)
             .field("when_busy", &self.when_busy)
             .field("hash_threads", &self.hash_threads)
@@ -96,6 +102,8 @@ impl Default for Options {
             max_runs_per_table: 8,
             segment_live_fraction_min: 0.5,
             auto_compact: false,
+            background_compaction: false,
+            compaction_bytes_per_sec: None,
             max_checkpoints_in_flight: 1,
             when_busy: WhenBusy::Wait,
             hash_threads: std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
@@ -184,6 +192,25 @@ impl Options {
         self
     }
 
+    /// Compact on a background thread (default `false`): after a checkpoint commits, the
+    /// store's compaction thread runs [`crate::Store::compact`] (requests arriving while one
+    /// runs are folded into one more run). Checkpoints and writes go on meanwhile; a merge
+    /// holds back the next checkpoint's commit only while it commits its own manifest.
+    /// Failures are kept in [`crate::Stats::last_auto_compact_error`]. Not with
+    /// [`Options::auto_compact`].
+    pub fn background_compaction(mut self, on: bool) -> Self {
+        self.background_compaction = on;
+        self
+    }
+
+    /// Bound the rate compaction writes at (default: unbounded): after each step that wrote
+    /// (a merge, a segment rewrite) compaction sleeps until its bytes written so far fit
+    /// `bytes_per_sec` on average. At least 1.
+    pub fn compaction_bytes_per_sec(mut self, bytes_per_sec: Option<u64>) -> Self {
+        self.compaction_bytes_per_sec = bytes_per_sec;
+        self
+    }
+
     /// Most checkpoints captured and not yet committed (default 1, at least 1). A trigger
     /// past it waits or is refused, as [`Options::when_busy`] says.
     pub fn max_checkpoints_in_flight(mut self, n: usize) -> Self {
@@ -216,6 +243,12 @@ impl Options {
     }
 
     pub(crate) fn validate(&self) -> Result<()> {
+        if self.auto_compact && self.background_compaction {
+            return Err(Error::InvalidArgument("auto_compact and background_compaction exclude each other".into()));
+        }
+        if self.compaction_bytes_per_sec == Some(0) {
+            return Err(Error::InvalidArgument("compaction_bytes_per_sec must be at least 1".into()));
+        }
         if self.max_checkpoints_in_flight == 0 {
             return Err(Error::InvalidArgument("max_checkpoints_in_flight must be at least 1".into()));
         }

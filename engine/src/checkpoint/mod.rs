@@ -280,6 +280,55 @@ pub(crate) struct NewManifest {
     pub(crate) started: Instant,
 }
 
+/// The segments a sink built, encoded, not yet written.
+pub(crate) struct Staged {
+    segments: Vec<(SegmentId, Vec<u8>, Vec<SegmentChunk>)>,
+    chunks_new: u64,
+    reused: Vec<ChunkHash>,
+    /// Whether the segments are already durable under their names ([`Staged::write`]).
+    written: bool,
+}
+
+impl Staged {
+    /// Encode the sink's segments.
+    pub(crate) fn from_sink(sink: ChunkSink<'_>) -> Self {
+        let (writers, chunks_new, reused) = sink.into_segments();
+        let segments = writers
+            .into_iter()
+            .map(|w| {
+                let id = w.id();
+                let (bytes, chunks) = w.finish();
+                (id, bytes, chunks)
+            })
+            .collect();
+        Staged { segments, chunks_new, reused, written: false }
+    }
+
+    /// Most segments a sink can produce for `bytes` of chunks in `chunks` chunks (to reserve
+    /// their ids before building them).
+    pub(crate) fn segments_bound(bytes: u64, chunks: u64) -> u64 {
+        bytes / SEGMENT_BYTES_MAX as u64 + chunks / SEGMENT_CHUNKS_MAX as u64 + 2
+    }
+
+    /// Write the segments and make their names durable, ahead of the commit: a manifest
+    /// naming them may then be committed later. Until it is, they are named by nothing.
+    pub(crate) fn write(&mut self, storage: &dyn Storage) -> Result<()> {
+        for (id, bytes, _) in &self.segments {
+            storage.put(&segment_name(*id), bytes)?;
+        }
+        if !self.segments.is_empty() {
+            storage.sync()?;
+        }
+        self.written = true;
+        Ok(())
+    }
+
+    /// The ids of its segments.
+    pub(crate) fn segment_ids(&self) -> Vec<SegmentId> {
+        self.segments.iter().map(|(id, _, _)| *id).collect()
+    }
+}
+
 /// Write the sink's segment (if it holds any chunk) and the manifest, make both durable, then
 /// move HEAD to the manifest: the commit point. `head` is HEAD before the commit.
 ///
@@ -292,15 +341,17 @@ pub(crate) fn commit(
     new: NewManifest,
     head: Option<Head>,
 ) -> Result<Persisted> {
-    let (writers, chunks_new, reused) = sink.into_segments();
-    let segments: Vec<(SegmentId, Vec<u8>, Vec<SegmentChunk>)> = writers
-        .into_iter()
-        .map(|w| {
-            let id = w.id();
-            let (bytes, chunks) = w.finish();
-            (id, bytes, chunks)
-        })
-        .collect();
+    commit_staged(storage, Staged::from_sink(sink), new, head)
+}
+
+/// [`commit`] of staged segments (written already, or written here).
+pub(crate) fn commit_staged(
+    storage: &dyn Storage,
+    staged: Staged,
+    new: NewManifest,
+    head: Option<Head>,
+) -> Result<Persisted> {
+    let Staged { segments, chunks_new, reused, written } = staged;
     let segment_bytes: u64 = segments.iter().map(|(_, b, _)| b.len() as u64).sum();
     let manifest = Manifest {
         id: new.id,
@@ -327,15 +378,17 @@ pub(crate) fn commit(
             format::MAX_MANIFEST_LEN
         )));
     }
-    for (id, bytes, _) in &segments {
-        storage.put(&segment_name(*id), bytes)?;
+    if !written {
+        for (id, bytes, _) in &segments {
+            storage.put(&segment_name(*id), bytes)?;
+        }
     }
     storage.put(&manifest_name(manifest.id), &manifest_bytes)?;
     // The segment and manifest names must be durable before HEAD names them.
     storage.sync()?;
 
     let previous = head.map_or((CheckpointId(0), SegmentId(0)), |h| (h.max_checkpoint_id, h.max_segment_id));
-    let last_segment = segments.last().map(|(id, _, _)| *id);
+    let last_segment = segments.iter().map(|(id, _, _)| *id).max();
     let head = Head {
         current: manifest.id,
         manifest_hash: hash,

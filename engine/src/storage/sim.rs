@@ -242,8 +242,13 @@ impl SimFs {
 
     /// Block until at least one write waits at the gate [`SimFs::hold_writes`] closed.
     pub fn wait_for_held_write(&self) {
+        self.wait_for_held_writes(1);
+    }
+
+    /// Block until at least `n` writes (from different threads) wait at the gate.
+    pub fn wait_for_held_writes(&self, n: usize) {
         let mut g = self.gate.lock();
-        while g.waiting == 0 {
+        while g.waiting < n {
             g = self.gate.changed.wait(g).unwrap_or_else(|p| p.into_inner());
         }
     }

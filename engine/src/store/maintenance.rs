@@ -8,7 +8,7 @@ use crate::storage::{manifest_name, parse_manifest_name, parse_segment_name, seg
 use crate::version::{self, load_manifest};
 use crate::{Error, Result};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// A step of a compaction, reported to [`Store::compact_with_hook`]'s hook after it is done.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -194,13 +194,16 @@ impl Store {
         hook: &mut impl FnMut(CompactStep) -> Result<()>,
     ) -> Result<CompactionReport> {
         let mut report = CompactionReport::default();
+        let started = Instant::now();
         self.merge_runs(&mut report)?;
+        self.throttle(started, report.bytes_written);
         hook(CompactStep::Merged)?;
         self.apply_retention(retention, keep, &mut report)?;
         hook(CompactStep::RetentionApplied)?;
         let Some(plan) = self.mark()? else { return Ok(report) };
         hook(CompactStep::Marked)?;
         let doomed = self.rewrite_sparse(&plan, &mut report)?;
+        self.throttle(started, report.bytes_written);
         hook(CompactStep::Rewritten)?;
         self.sweep(doomed, &mut report, hook)?;
         Ok(report)
@@ -208,48 +211,103 @@ impl Store {
 
     /// Merge the runs of every table of HEAD past the bound, committing the merged layout as
     /// a compaction checkpoint (same content and metadata as HEAD).
+    ///
+    /// Reads, merges and writes its segments holding no lock (their ids are reserved first),
+    /// so checkpoints commit meanwhile. Then, under the commit lock, it rebases: the merged
+    /// runs replace the runs they were made from in the *current* HEAD, whose tables still
+    /// start with them (checkpoints only append runs), and the result commits as a compaction
+    /// of the current HEAD. If HEAD no longer descends from the merged base (a rollback), the
+    /// merge is dropped and its segments deleted.
     fn merge_runs(&self, report: &mut CompactionReport) -> Result<()> {
-        let _commit = self.shared.commit_lock()?;
-        let mut guard = self.shared.lock()?;
-        let inner = &mut *guard;
-        let Some(base) = &inner.base else { return Ok(()) };
-        let max_runs = self.shared.opts.max_runs_per_table;
-        let plans: Vec<(usize, usize)> = base
-            .manifest
-            .tables
-            .iter()
-            .enumerate()
-            .filter_map(|(i, t)| merge::merge_start(&t.runs, max_runs).map(|start| (i, start)))
-            .collect();
-        if plans.is_empty() {
-            return Ok(());
-        }
+        let (base, chunks, first_segment, plans) = {
+            let _commit = self.shared.commit_lock()?;
+            let mut inner = self.shared.lock()?;
+            let Some(base) = &inner.base else { return Ok(()) };
+            let max_runs = self.shared.opts.max_runs_per_table;
+            let plans: Vec<(usize, usize)> = base
+                .manifest
+                .tables
+                .iter()
+                .enumerate()
+                .filter_map(|(i, t)| merge::merge_start(&t.runs, max_runs).map(|start| (i, start)))
+                .collect();
+            if plans.is_empty() {
+                return Ok(());
+            }
+            let (mut bytes, mut count) = (0u64, 0u64);
+            for (i, start) in &plans {
+                for run in base.manifest.tables.get(*i).and_then(|t| t.runs.get(*start..)).unwrap_or_default() {
+                    bytes += run.data_bytes;
+                    count += run.chunks + 1;
+                }
+            }
+            let base = base.manifest.clone();
+            // The index is small (one entry per chunk, not per key); a copy lets the merge read
+            // and deduplicate without the lock. No GC runs beside this merge (one compaction
+            // at a time), so every chunk it lists stays stored.
+            let chunks = inner.chunks.clone();
+            let first_segment = SegmentId(inner.next_segment);
+            inner.next_segment += checkpoint::Staged::segments_bound(bytes, count);
+            (base, chunks, first_segment, plans)
+        };
         let started = Instant::now();
         let st = self.shared.storage.as_ref();
-        let chunks = &inner.chunks;
         let stored = |h: &format::ChunkHash| chunks.contains(h);
-        let mut sink = ChunkSink::new(&stored, SegmentId(inner.next_segment), &self.shared.opts);
-        let mut tables: BTreeMap<String, Vec<format::RunRef>> =
-            base.manifest.tables.iter().map(|t| (t.name.clone(), t.runs.clone())).collect();
+        let mut sink = ChunkSink::new(&stored, first_segment, &self.shared.opts);
+        // Per merged table: how many of the base's runs the merged runs replace, and them.
+        let mut merged: BTreeMap<String, (usize, Vec<format::RunRef>)> = BTreeMap::new();
         for (i, start) in plans {
-            let Some(table) = base.manifest.tables.get(i) else { continue };
-            let mut entries = merge::merged_entries(st, chunks, table, start)?;
+            let Some(table) = base.tables.get(i) else { continue };
+            let mut entries = merge::merged_entries(st, &chunks, table, start)?;
             let mut runs: Vec<format::RunRef> = table.runs.get(..start).unwrap_or_default().to_vec();
             let opts = &self.shared.opts;
             runs.extend(checkpoint::write_run(&mut sink, &mut entries, opts.chunk_target_bytes, opts.hash_threads));
             report.runs_merged += (table.runs.len() - runs.len()) as u64;
-            tables.insert(table.name.clone(), runs);
+            merged.insert(table.name.clone(), (table.runs.len(), runs));
         }
+        let mut staged = checkpoint::Staged::from_sink(sink);
+        if let Err(e) = staged.write(st) {
+            self.shared.lock()?.poison(&e);
+            return Err(e);
+        }
+
+        let _commit = self.shared.commit_lock()?;
+        let mut inner = self.shared.lock()?;
+        let current = inner.base.as_ref().map(|b| (&b.manifest, b.hash));
+        let rebased = current.and_then(|(head, hash)| {
+            let mut tables: BTreeMap<String, Vec<format::RunRef>> =
+                head.tables.iter().map(|t| (t.name.clone(), t.runs.clone())).collect();
+            for (name, (replaced, runs)) in &merged {
+                let now = tables.get_mut(name)?;
+                let was = base.tables.iter().find(|t| &t.name == name)?;
+                if now.get(..*replaced)? != was.runs.get(..*replaced)? {
+                    return None;
+                }
+                now.splice(..*replaced, runs.iter().copied());
+            }
+            Some((tables, head.id, hash, head.metadata.clone()))
+        });
+        let Some((tables, parent, parent_hash, metadata)) = rebased else {
+            // A rollback moved HEAD off the merged base: the merge is void.
+            drop(inner);
+            let removed =
+                staged.segment_ids().iter().try_for_each(|id| st.delete(&segment_name(*id))).and_then(|()| st.sync());
+            if let Err(e) = removed {
+                self.shared.lock()?.poison(&e);
+                return Err(e);
+            }
+            return Ok(());
+        };
         let new = NewManifest {
             id: CheckpointId(inner.next_checkpoint),
             kind: ManifestKind::Compaction,
-            parent: Some((base.manifest.id, base.hash)),
+            parent: Some((parent, parent_hash)),
             tables,
-            metadata: base.manifest.metadata.clone(),
+            metadata,
             dirty_keys: 0,
             started,
         };
-        let persisted = match checkpoint::commit(st, sink, new, inner.head) {
+        let persisted = match checkpoint::commit_staged(st, staged, new, inner.head) {
             Ok(p) => p,
             Err(e) => {
                 inner.poison(&e);
@@ -260,6 +318,16 @@ impl Store {
         report.bytes_written += persisted.bytes_written;
         inner.adopt(persisted);
         Ok(())
+    }
+
+    /// Sleep until compaction's bytes written since `started` fit the configured rate.
+    fn throttle(&self, started: Instant, bytes_written: u64) {
+        if let Some(rate) = self.shared.opts.compaction_bytes_per_sec {
+            let due = Duration::from_secs_f64(bytes_written as f64 / rate as f64);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
     }
 
     /// Delete the committed manifests `retention` does not keep.

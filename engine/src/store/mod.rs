@@ -1,5 +1,6 @@
 //! The public façade: open, tables, checkpoint, restore, rollback, read-at, verify, stats.
 
+mod compactor;
 mod maintenance;
 mod pipeline;
 
@@ -250,6 +251,9 @@ pub struct Store {
     shared: Arc<Shared>,
     /// `None` for a read-only store. Dropping the store lets queued checkpoints end first.
     pipeline: Option<Pipeline>,
+    /// With [`crate::Options::background_compaction`]; dropped after the pipeline, so
+    /// compactions the last checkpoints asked for run before the store closes.
+    compactor: Option<compactor::Compactor>,
 }
 
 impl std::fmt::Debug for Store {
@@ -386,8 +390,10 @@ impl Store {
             outcomes: [0; 3],
         };
         let pipeline = if opts.read_only { None } else { Some(Pipeline::start()?) };
+        let compactor =
+            if opts.background_compaction && !opts.read_only { Some(compactor::Compactor::start()?) } else { None };
         let shared = Shared { storage, opts, inner: Mutex::new(inner), commit: Mutex::new(()), idle: Condvar::new() };
-        Ok(Store { shared: Arc::new(shared), pipeline })
+        Ok(Store { shared: Arc::new(shared), pipeline, compactor })
     }
 
     /// The table `name`, created (empty) if it does not exist. A new table becomes durable
@@ -464,8 +470,23 @@ impl Store {
         self.start_checkpoint(metadata, Vec::new())
     }
 
+    /// Block until no checkpoint is in flight and no background compaction is running or
+    /// requested. For tests and orderly shutdowns (dropping the store also waits).
+    pub fn quiesce(&self) -> Result<()> {
+        drop(self.shared.drained(self.shared.lock()?)?);
+        if self.compactor.is_some() {
+            while !self.compactor.as_ref().is_some_and(compactor::Compactor::idle) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        Ok(())
+    }
+
     /// [`Store::checkpoint_async`], telling `notify` the result before the handle gets it.
-    pub(crate) fn start_checkpoint(&self, metadata: &[u8], notify: Vec<Done>) -> Result<CheckpointHandle> {
+    pub(crate) fn start_checkpoint(&self, metadata: &[u8], mut notify: Vec<Done>) -> Result<CheckpointHandle> {
+        if let Some(request) = self.compactor.as_ref().and_then(|c| c.request_after(self.shared.clone())) {
+            notify.push(request);
+        }
         if metadata.len() > MAX_METADATA_LEN {
             return Err(Error::InvalidArgument(format!(
                 "metadata of {} bytes exceeds {MAX_METADATA_LEN}",
@@ -588,7 +609,17 @@ impl Store {
     ///
     /// Durable when it returns: after a crash, `open` restores `id`.
     pub fn rollback(&self, id: CheckpointId) -> Result<CheckpointInfo> {
-        let mut guard = self.shared.drained(self.shared.lock()?)?;
+        // No checkpoint in flight, and no merge reading the base: the commit lock, taken
+        // before the store's lock (a checkpoint in flight needs the commit lock to end, so it
+        // is waited for first).
+        let (_commit, mut guard) = loop {
+            drop(self.shared.drained(self.shared.lock()?)?);
+            let commit = self.shared.commit_lock()?;
+            let inner = self.shared.lock()?;
+            if inner.in_flight == 0 {
+                break (commit, inner);
+            }
+        };
         let inner = &mut *guard;
         inner.check_writable()?;
         let (manifest, hash, manifest_len) = self.committed_manifest(inner, id)?;

@@ -1,0 +1,104 @@
+//! Background compaction: after checkpoints commit, the store's compaction thread merges runs,
+//! applies retention and collects garbage while checkpoints and writes go on; every retained
+//! checkpoint reads as committed and the store verifies.
+
+use cairn::storage::SimFs;
+use cairn::{Error, Options, Result, Retention};
+use cairn_tests::{dump, dump_view, sim_store, tiny_chunks, Dump};
+use std::collections::BTreeMap;
+
+#[test]
+fn background_compaction_bounds_runs_and_keeps_every_retained_checkpoint() -> Result<()> {
+    let fs = SimFs::new();
+    let opts = tiny_chunks()
+        .max_runs_per_table(3)
+        .retention(Retention::keep_last(3))
+        .background_compaction(true)
+        .compaction_bytes_per_sec(Some(64 << 20))
+        .max_checkpoints_in_flight(2);
+    let store = sim_store(&fs, opts)?;
+    let t = store.table("t")?;
+    let mut states: BTreeMap<cairn::CheckpointId, Dump> = BTreeMap::new();
+    let mut handles = Vec::new();
+    for round in 0u32..40 {
+        for k in 0u32..20 {
+            let key = (round * 7 + k * 13) % 97;
+            t.put(&key.to_be_bytes(), &[round as u8; 40])?;
+        }
+        if round % 5 == 0 {
+            t.delete(&(round % 97).to_be_bytes())?;
+        }
+        handles.push((store.checkpoint_async(b"")?, dump(&store)?));
+        if handles.len() == 2 {
+            let (h, state) = handles.remove(0);
+            states.insert(h.wait()?.id, state);
+        }
+    }
+    for (h, state) in handles {
+        states.insert(h.wait()?.id, state);
+    }
+    store.quiesce()?;
+    let stats = store.stats()?;
+    assert_eq!(stats.last_auto_compact_error, None);
+    assert!(stats.runs_per_table.values().all(|&r| r <= 3), "{:?}", stats.runs_per_table);
+    let retained = store.checkpoints()?;
+    assert!(retained.len() < 20, "retention ran: {} checkpoints left", retained.len());
+    for c in retained.iter().filter(|c| c.kind == cairn::ManifestKind::Checkpoint) {
+        let expected = states.get(&c.id).ok_or_else(|| Error::NotFound(format!("state of {}", c.id)))?;
+        assert_eq!(&dump_view(&store.at(c.id)?)?, expected, "checkpoint {}", c.id);
+    }
+    assert!(store.verify()?.is_ok());
+    let last = dump(&store)?;
+    drop((t, store));
+    let reopened = sim_store(&fs, Options::new())?;
+    assert_eq!(dump(&reopened)?, last);
+    Ok(())
+}
+
+#[test]
+fn background_and_caller_compaction_exclude_each_other() {
+    let fs = SimFs::new();
+    let both = Options::new().auto_compact(true).background_compaction(true);
+    assert!(matches!(sim_store(&fs, both), Err(Error::InvalidArgument(_))));
+    assert!(matches!(sim_store(&fs, Options::new().compaction_bytes_per_sec(Some(0))), Err(Error::InvalidArgument(_))));
+}
+
+/// A merge writes its segments holding no lock; a checkpoint that commits meanwhile is kept:
+/// the merge rebases onto it (its runs replace the ones it merged, the checkpoint's new run
+/// stays) and commits as a compaction of the checkpoint.
+#[test]
+fn a_merge_rebases_onto_a_checkpoint_committed_while_it_wrote() -> Result<()> {
+    let fs = SimFs::new();
+    let store = std::sync::Arc::new(sim_store(&fs, tiny_chunks().max_runs_per_table(2))?);
+    let t = store.table("t")?;
+    for round in 0u8..4 {
+        for k in 0u8..30 {
+            t.put(&[k, round], &[round; 30])?;
+        }
+        store.checkpoint(b"")?;
+    }
+    fs.hold_writes();
+    let compacting = store.clone();
+    let merge = std::thread::spawn(move || compacting.compact_with(&Retention::keep_all()));
+    fs.wait_for_held_write(); // the merge, at its first segment write, holding no lock
+    t.put(b"new", b"value")?;
+    let handle = store.checkpoint_async(b"during")?;
+    fs.wait_for_held_writes(2); // the checkpoint too, holding the commit lock
+    fs.release_writes();
+    let during = handle.wait()?;
+    let report = merge.join().map_err(|_| Error::Closed)??;
+    let merged_into = report.merged_into.ok_or_else(|| Error::NotFound("a merge".into()))?;
+    let head = store.head()?.ok_or_else(|| Error::NotFound("head".into()))?;
+    assert_eq!(head.id, merged_into);
+    assert_eq!(head.parent, Some(during.id), "the merge committed as a compaction of the checkpoint");
+    assert_eq!(head.metadata, b"during");
+    assert_eq!(dump_view(&store.at(head.id)?)?, dump_view(&store.at(during.id)?)?);
+    assert_eq!(dump_view(&store.at(head.id)?)?, dump(&store)?);
+    // The merged runs (at most 2) plus the checkpoint's own run.
+    assert!(store.stats()?.runs_per_table.values().all(|&r| r <= 3), "{:?}", store.stats()?.runs_per_table);
+    assert!(store.verify()?.is_ok());
+    let state = dump(&store)?;
+    drop((t, store));
+    assert_eq!(dump(&sim_store(&fs, Options::new())?)?, state);
+    Ok(())
+}
