@@ -56,6 +56,27 @@ fn shard_loop(shard: &Shard, input: &mpsc::Receiver<Msg>) -> Result<(), CliError
     Ok(())
 }
 
+/// Trigger the epoch of `offset` and send each shard its barrier behind the events before
+/// it; then wait for the previous epoch (epochs are pipelined by one), now `previous`.
+fn start_epoch(
+    coord: &mut Coordinator,
+    inputs: &[mpsc::SyncSender<Msg>],
+    offset: u64,
+    previous: &mut Option<u64>,
+) -> Result<(), CliError> {
+    for (b, input) in coord.trigger(offset, offset.to_string().as_bytes())?.into_iter().zip(inputs) {
+        input.send(Msg::Barrier(b)).map_err(|_| gone())?;
+    }
+    match previous.replace(offset) {
+        Some(prev) => finish_epoch(coord, prev),
+        None => Ok(()),
+    }
+}
+
+fn gone() -> CliError {
+    CliError::from("a shard thread stopped; its error follows when it is joined".to_string())
+}
+
 /// Wait for `epoch` and print it.
 fn finish_epoch(coord: &mut Coordinator, epoch: u64) -> Result<(), CliError> {
     let global = coord.wait(epoch)?;
@@ -96,7 +117,6 @@ pub fn run(args: &DemoArgs<'_>, shard_count: usize) -> Result<(), CliError> {
         inputs.push(tx);
         threads.push(std::thread::spawn(move || shard_loop(&shard, &rx)));
     }
-    let gone = || CliError::from("a shard thread stopped; its error follows when it is joined".to_string());
     let mut buffers: Vec<Vec<String>> = vec![Vec::new(); shard_count];
     let flush = |buffers: &mut Vec<Vec<String>>, inputs: &[mpsc::SyncSender<Msg>]| -> Result<(), CliError> {
         for (buf, input) in buffers.iter_mut().zip(inputs) {
@@ -126,12 +146,7 @@ pub fn run(args: &DemoArgs<'_>, shard_count: usize) -> Result<(), CliError> {
             processed += 1;
             if offset.is_multiple_of(args.checkpoint_every) {
                 flush(&mut buffers, &inputs)?;
-                for (b, input) in coord.trigger(offset, offset.to_string().as_bytes())?.into_iter().zip(&inputs) {
-                    input.send(Msg::Barrier(b)).map_err(|_| gone())?;
-                }
-                if let Some(prev) = previous.replace(offset) {
-                    finish_epoch(&mut coord, prev)?;
-                }
+                start_epoch(&mut coord, &inputs, offset, &mut previous)?;
                 taken += 1;
             }
             if args.crash_after == Some(processed) {
@@ -140,12 +155,7 @@ pub fn run(args: &DemoArgs<'_>, shard_count: usize) -> Result<(), CliError> {
         }
         flush(&mut buffers, &inputs)?;
         if offset != start && previous != Some(offset) {
-            for (b, input) in coord.trigger(offset, offset.to_string().as_bytes())?.into_iter().zip(&inputs) {
-                input.send(Msg::Barrier(b)).map_err(|_| gone())?;
-            }
-            if let Some(prev) = previous.replace(offset) {
-                finish_epoch(&mut coord, prev)?;
-            }
+            start_epoch(&mut coord, &inputs, offset, &mut previous)?;
             taken += 1;
         }
         if let Some(prev) = previous.take() {

@@ -296,11 +296,7 @@ impl Coordinator {
             Some(head) => {
                 let target = match epoch {
                     None => head,
-                    Some(e) => Self::list(&global)?
-                        .into_iter()
-                        .rev()
-                        .find(|g| g.epoch == e)
-                        .ok_or_else(|| Error::NotFound(format!("global checkpoint of epoch {e}")))?,
+                    Some(e) => Self::find(&global, e)?,
                 };
                 for (store, part) in shards.iter().zip(&target.shards) {
                     if store.head()?.map(|h| h.id) != Some(part.id) {
@@ -359,6 +355,15 @@ impl Coordinator {
         decode_record(&info, &global.location())
     }
 
+    /// The newest global checkpoint (highest id) of `epoch`.
+    fn find(global: &Store, epoch: u64) -> Result<GlobalCheckpoint> {
+        Self::list(global)?
+            .into_iter()
+            .rev()
+            .find(|g| g.epoch == epoch)
+            .ok_or_else(|| Error::NotFound(format!("global checkpoint of epoch {epoch}")))
+    }
+
     fn list(global: &Store) -> Result<Vec<GlobalCheckpoint>> {
         let location = global.location();
         global
@@ -393,12 +398,7 @@ impl Coordinator {
     /// Read-only views of every shard at the global checkpoint of `epoch` (the newest one with
     /// that epoch), by shard number.
     pub fn at(&self, epoch: u64) -> Result<Vec<CheckpointView>> {
-        let target = self
-            .checkpoints()?
-            .into_iter()
-            .rev()
-            .find(|g| g.epoch == epoch)
-            .ok_or_else(|| Error::NotFound(format!("global checkpoint of epoch {epoch}")))?;
+        let target = Self::find(&self.global, epoch)?;
         self.shards.iter().zip(&target.shards).map(|(store, part)| store.at(part.id)).collect()
     }
 

@@ -102,3 +102,41 @@ fn a_merge_rebases_onto_a_checkpoint_committed_while_it_wrote() -> Result<()> {
     assert_eq!(dump(&sim_store(&fs, Options::new())?)?, state);
     Ok(())
 }
+
+/// A rollback while a merge writes its segments voids the merge: it commits nothing, its
+/// segments are deleted, and the store holds exactly the checkpoint rolled back to.
+#[test]
+fn a_rollback_while_a_merge_writes_voids_the_merge() -> Result<()> {
+    let fs = SimFs::new();
+    let store = std::sync::Arc::new(sim_store(&fs, tiny_chunks().max_runs_per_table(2))?);
+    let t = store.table("t")?;
+    let mut first = None;
+    for round in 0u8..4 {
+        for k in 0u8..30 {
+            t.put(&[k, round], &[round; 30])?;
+        }
+        let info = store.checkpoint(b"")?;
+        first.get_or_insert((info.id, dump(&store)?));
+    }
+    let (first, first_state) = first.ok_or(Error::Closed)?;
+    let segment_files = || fs.files().iter().filter(|f| f.starts_with("segments/")).count();
+    let segments_before = segment_files();
+    fs.hold_writes();
+    let compacting = store.clone();
+    let merge = std::thread::spawn(move || compacting.compact_with(&Retention::keep_all()));
+    fs.wait_for_held_write(); // the merge, at its first segment write, holding no lock
+    let rolling = store.clone();
+    let rollback = std::thread::spawn(move || rolling.rollback(first));
+    fs.wait_for_held_writes(2); // the rollback at its HEAD write, holding the commit lock
+    fs.release_writes();
+    rollback.join().map_err(|_| Error::Closed)??;
+    let report = merge.join().map_err(|_| Error::Closed)??;
+    assert_eq!(report.merged_into, None, "the merge was voided");
+    assert_eq!(store.head()?.map(|h| h.id), Some(first));
+    assert_eq!(dump(&store)?, first_state);
+    assert_eq!(segment_files(), segments_before, "the void merge's segments are gone");
+    assert!(store.verify()?.is_ok());
+    drop((t, store));
+    assert_eq!(dump(&sim_store(&fs, Options::new())?)?, first_state);
+    Ok(())
+}

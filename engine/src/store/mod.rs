@@ -231,15 +231,24 @@ impl Shared {
         self.commit.lock().map_err(|_| Error::Poisoned("a thread panicked while committing".into()))
     }
 
+    /// Wait (releasing the lock meanwhile) until a checkpoint ends.
+    fn wait_idle<'a>(&'a self, inner: MutexGuard<'a, Inner>) -> Result<MutexGuard<'a, Inner>> {
+        self.idle.wait(inner).map_err(|_| Error::Poisoned("a thread panicked while holding the store".into()))
+    }
+
     /// Wait (releasing the lock meanwhile) until no checkpoint is in flight.
     fn drained<'a>(&'a self, mut inner: MutexGuard<'a, Inner>) -> Result<MutexGuard<'a, Inner>> {
         while inner.in_flight > 0 {
-            inner = self
-                .idle
-                .wait(inner)
-                .map_err(|_| Error::Poisoned("a thread panicked while holding the store".into()))?;
+            inner = self.wait_idle(inner)?;
         }
         Ok(inner)
+    }
+
+    /// Record in JOURNAL a checkpoint that did not commit (with HEAD's checkpoint now), best
+    /// effort: see `pipeline::append_journal`.
+    pub(crate) fn note_not_committed(&self, mut entry: format::JournalEntry) {
+        entry.head_id = self.lock().ok().and_then(|inner| inner.head.map(|h| h.current.0)).unwrap_or(0);
+        pipeline::append_journal(self.storage.as_ref(), entry);
     }
 }
 
@@ -503,11 +512,7 @@ impl Store {
             if self.shared.opts.when_busy == crate::WhenBusy::Refuse {
                 return Err(Error::Busy(format!("{} checkpoints in flight", inner.in_flight)));
             }
-            inner = self
-                .shared
-                .idle
-                .wait(inner)
-                .map_err(|_| Error::Poisoned("a thread panicked while holding the store".into()))?;
+            inner = self.shared.wait_idle(inner)?;
             inner.check_writable()?;
         }
         let seq = inner.next_seq;
@@ -733,17 +738,15 @@ impl Store {
     /// Record in JOURNAL something that did not commit on behalf of this store (a
     /// coordinator's aborted epoch), best effort.
     pub(crate) fn note_not_committed(&self, reason: String, triggered_unix_ms: u64, persist: Duration) {
-        let head_id = self.shared.lock().ok().and_then(|inner| inner.head.map(|h| h.current.0)).unwrap_or(0);
-        let entry = format::JournalEntry {
+        self.shared.note_not_committed(format::JournalEntry {
             triggered_unix_ms,
             capture_pause_us: 0,
             persist_us: persist.as_micros() as u64,
             dirty_keys: 0,
-            head_id,
+            head_id: 0,
             failed: false,
             reason,
-        };
-        pipeline::append_journal(self.shared.storage.as_ref(), entry);
+        });
     }
 
     /// Where the store lives (a path, or `memory`).

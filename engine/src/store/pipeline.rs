@@ -367,19 +367,15 @@ fn persist(
 
 /// Add a checkpoint that did not commit to the store's JOURNAL, best effort.
 fn journal_append(shared: &Shared, record: &CheckpointRecord, error: &Error) {
-    let head_id = shared.lock().ok().and_then(|inner| inner.head.map(|h| h.current.0)).unwrap_or(0);
-    append_journal(
-        shared.storage.as_ref(),
-        format::JournalEntry {
-            triggered_unix_ms: record.triggered_unix_ms,
-            capture_pause_us: record.capture_pause.as_micros() as u64,
-            persist_us: record.persist.as_micros() as u64,
-            dirty_keys: record.dirty_keys,
-            head_id,
-            failed: matches!(record.outcome, Outcome::Failed(_)),
-            reason: error.to_string(),
-        },
-    );
+    shared.note_not_committed(format::JournalEntry {
+        triggered_unix_ms: record.triggered_unix_ms,
+        capture_pause_us: record.capture_pause.as_micros() as u64,
+        persist_us: record.persist.as_micros() as u64,
+        dirty_keys: record.dirty_keys,
+        head_id: 0,
+        failed: matches!(record.outcome, Outcome::Failed(_)),
+        reason: error.to_string(),
+    });
 }
 
 /// Append `entry` to JOURNAL (its reason cut to the bound), keeping the last entries. Best
