@@ -455,7 +455,8 @@ mod tests {
         let data = version::materialize_table(&storage, &index, table)?;
         let expected: Vec<(Vec<u8>, Vec<u8>)> =
             (0u32..400).map(|i| (i.to_be_bytes().to_vec(), vec![i as u8; 50])).collect();
-        let got: Vec<(Vec<u8>, Vec<u8>)> = data.into_iter().map(|(k, v)| (k.as_slice().to_vec(), v)).collect();
+        let mut got: Vec<(Vec<u8>, Vec<u8>)> = data.into_iter().map(|(k, v)| (k.as_slice().to_vec(), v)).collect();
+        got.sort();
         assert_eq!(got, expected);
         Ok(())
     }

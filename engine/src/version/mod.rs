@@ -9,10 +9,9 @@ pub(crate) use chunks::{read_segment_table, ChunkIndex};
 pub(crate) use manifests::{check_manifest_invariants, load_manifest, read_head};
 
 use crate::format::{self, ChunkHash, ManifestTable, RunIndex};
-use crate::state::Key;
+use crate::state::{Key, TableData};
 use crate::storage::{segment_name, Storage};
 use crate::{Error, Result};
-use std::collections::BTreeMap;
 
 /// Read a chunk by hash and verify it (blake3 of the raw bytes must equal its name).
 pub(crate) fn read_chunk(storage: &dyn Storage, index: &ChunkIndex, hash: &ChunkHash) -> Result<Vec<u8>> {
@@ -34,12 +33,10 @@ pub(crate) fn read_run_index(storage: &dyn Storage, index: &ChunkIndex, hash: &C
 
 /// Apply every entry of every run of `table`, oldest run first, to an empty map: the table's
 /// content at the checkpoint. Checks each run's recorded counts against what it holds.
-pub(crate) fn materialize_table(
-    storage: &dyn Storage,
-    index: &ChunkIndex,
-    table: &ManifestTable,
-) -> Result<BTreeMap<Key, Vec<u8>>> {
-    let mut data = BTreeMap::new();
+pub(crate) fn materialize_table(storage: &dyn Storage, index: &ChunkIndex, table: &ManifestTable) -> Result<TableData> {
+    // Sized for the runs' entries (an upper bound on the keys), so it never grows midway.
+    let capacity = table.runs.iter().map(|r| r.entries).sum::<u64>().min(1 << 24) as usize;
+    let mut data = TableData::with_capacity(capacity);
     for run in &table.runs {
         let run_index = read_run_index(storage, index, &run.index)?;
         let object = format!("run {} of table {}", run.index.to_hex(), table.name);
@@ -99,7 +96,7 @@ mod tests {
     use crate::storage::{segment_name, SimFs};
 
     /// A run whose chunks are intact (hashes match) but whose index lies about them.
-    fn materialize_lying_run(first_keys: [&[u8]; 2]) -> Result<BTreeMap<Key, Vec<u8>>> {
+    fn materialize_lying_run(first_keys: [&[u8]; 2]) -> Result<TableData> {
         let chunks = [
             format::encode_entries_chunk([(&b"a"[..], Some(&b"1"[..])), (&b"c"[..], Some(&b"2"[..]))]),
             format::encode_entries_chunk([(&b"b"[..], Some(&b"3"[..])), (&b"d"[..], Some(&b"4"[..]))]),
