@@ -171,6 +171,28 @@ fn a_background_io_error_surfaces_on_the_handle_and_the_previous_checkpoint_rest
 /// A GC that found a segment dead must not delete it while a checkpoint that decided to reuse
 /// a chunk of it is still persisting: the chunk is reserved from the moment it is reused,
 /// whether that moment falls before the GC works out its live set or after.
+/// A keep-last-1 compaction of `store` on its own thread, paused after `step` until the
+/// returned sender sends (or is dropped).
+fn compaction_paused_at(
+    store: &Arc<Store>,
+    step: CompactStep,
+) -> Result<(std::thread::JoinHandle<Result<cairn::CompactionReport>>, mpsc::Sender<()>)> {
+    let (at_step, step_seen) = mpsc::channel();
+    let (go, wait_go) = mpsc::channel::<()>();
+    let gc_store = store.clone();
+    let gc = std::thread::spawn(move || {
+        gc_store.compact_with_hook(&Retention::keep_last(1), |s| {
+            if s == step {
+                let _ = at_step.send(());
+                let _ = wait_go.recv();
+            }
+            Ok(())
+        })
+    });
+    step_seen.recv().map_err(|_| Error::NotFound("the compaction's pause".into()))?;
+    Ok((gc, go))
+}
+
 #[test]
 fn a_gc_never_deletes_a_chunk_an_unfinished_checkpoint_reuses() -> Result<()> {
     for pause_at in [CompactStep::RetentionApplied, CompactStep::Marked] {
@@ -185,19 +207,7 @@ fn a_gc_never_deletes_a_chunk_an_unfinished_checkpoint_reuses() -> Result<()> {
             store.checkpoint(b"")?;
             store.compact_with(&Retention::keep_all())?;
         }
-        let (at_step, step_seen) = mpsc::channel();
-        let (go, wait_go) = mpsc::channel::<()>();
-        let gc_store = store.clone();
-        let gc = std::thread::spawn(move || {
-            gc_store.compact_with_hook(&Retention::keep_last(1), |step| {
-                if step == pause_at {
-                    let _ = at_step.send(());
-                    let _ = wait_go.recv();
-                }
-                Ok(())
-            })
-        });
-        step_seen.recv().map_err(|_| Error::NotFound("the compaction's pause".into()))?;
+        let (gc, go) = compaction_paused_at(&store, pause_at)?;
         // The same single entry again: the same chunk, stored in the doomed segment.
         t.put(b"k", b"v1")?;
         fs.hold_writes();
@@ -215,6 +225,61 @@ fn a_gc_never_deletes_a_chunk_an_unfinished_checkpoint_reuses() -> Result<()> {
         assert_eq!(reopened.table("t")?.get(b"k")?, Some(b"v1".to_vec()), "{pause_at:?}");
         assert!(reopened.verify()?.is_ok(), "{pause_at:?}");
     }
+    Ok(())
+}
+
+/// A GC copies the live chunks of a sparse segment holding no lock, so a checkpoint can
+/// deduplicate and commit meanwhile. One that reuses the segment's *dead* chunk (not copied)
+/// keeps the segment from the sweep; reopened, everything reads and verifies.
+#[test]
+fn a_checkpoint_committing_while_a_gc_copies_a_sparse_segment_keeps_what_it_reuses() -> Result<()> {
+    let fs = SimFs::new();
+    // Every segment with a dead byte is sparse; big values make one entry per chunk.
+    let opts = tiny_chunks().max_runs_per_table(1).segment_live_fraction_min(1.0);
+    let store = Arc::new(sim_store(&fs, opts)?);
+    let t = store.table("t")?;
+    let (stable, v1) = (vec![7u8; 200], vec![1u8; 200]);
+    // Segment 1 holds the chunks of s and of k=v1. Merges keep reusing s's chunk there; k=v1
+    // is overwritten, and once retention drops the checkpoints naming it, it is dead: segment
+    // 1 is sparse (half live).
+    t.put(b"s", &stable)?;
+    for v in [v1.clone(), vec![2u8; 200], vec![3u8; 200]] {
+        t.put(b"k", &v)?;
+        store.checkpoint(b"")?;
+        store.compact_with(&Retention::keep_all())?;
+    }
+    let (gc, go) = compaction_paused_at(&store, CompactStep::Marked)?;
+    fs.hold_writes();
+    let _ = go.send(());
+    // The rewrite's copy waits at the disk; the store's lock is free.
+    fs.wait_for_held_write();
+    t.put(b"k", &v1)?;
+    let handle = store.checkpoint_async(b"reuse")?;
+    // Its dedup ran beside the copy (it reused k=v1's chunk from segment 1); its own run
+    // index waits at the disk too.
+    let (held, both_held) = mpsc::channel();
+    let waiter = fs.clone();
+    std::thread::spawn(move || {
+        waiter.wait_for_held_writes(2);
+        let _ = held.send(());
+    });
+    both_held
+        .recv_timeout(std::time::Duration::from_secs(120))
+        .map_err(|_| Error::NotFound("a checkpoint writing beside the GC's copy (is the store locked?)".into()))?;
+    fs.release_writes();
+    let report = gc.join().map_err(|_| Error::NotFound("the compaction thread".into()))??;
+    let info = handle.wait()?;
+    assert!(report.segments_rewritten > 0, "{report:?}");
+    assert!(info.chunks_reused > 0, "the checkpoint reused stored chunks");
+    assert_eq!(store.at(info.id)?.get("t", b"k")?, Some(v1.clone()));
+    drop((t, store));
+    let reopened = sim_store(&fs, Options::new())?;
+    let t = reopened.table("t")?;
+    assert_eq!((t.get(b"k")?, t.get(b"s")?), (Some(v1), Some(stable)));
+    assert!(reopened.verify()?.is_ok());
+    // The next GC leaves it all readable too.
+    reopened.compact_with(&Retention::keep_last(1))?;
+    assert!(reopened.verify()?.is_ok());
     Ok(())
 }
 

@@ -7,7 +7,6 @@ use crate::state::CapturedEntries;
 use crate::storage::Storage;
 use crate::version::{self, ChunkIndex};
 use crate::{Error, Result};
-use std::collections::BTreeMap;
 
 /// Where to start merging a table's runs (`runs[start..]` become one run), or `None` when the
 /// table has at most `max_runs` runs.
@@ -37,6 +36,10 @@ pub(crate) fn merge_start(runs: &[RunRef], max_runs: usize) -> Option<usize> {
 
 /// The entries of `table.runs[start..]` folded into one sorted run: later runs win; when the
 /// merge includes the oldest run, tombstones are dropped (nothing older needs them).
+///
+/// Each run is sorted, so they are merged pairwise, newest first (the small recent runs fold
+/// together before the result meets the large old one): no map of every key is built, and
+/// the output comes out sorted. A run whose keys do not strictly increase is corrupt.
 pub(crate) fn merged_entries(
     storage: &dyn Storage,
     index: &ChunkIndex,
@@ -44,19 +47,67 @@ pub(crate) fn merged_entries(
     start: usize,
 ) -> Result<CapturedEntries> {
     let runs = table.runs.get(start..).ok_or_else(|| Error::InvalidArgument("merge start beyond the runs".into()))?;
-    let mut merged: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
-    for run in runs {
-        let run_index = version::read_run_index(storage, index, &run.index)?;
-        for c in &run_index.chunks {
-            let raw = version::read_chunk(storage, index, &c.hash)?;
-            format::decode_entries(&raw, |key, value| {
-                merged.insert(key.to_vec(), value.map(<[u8]>::to_vec));
-            })
-            .map_err(|e| Error::corrupted(format!("chunk {}", c.hash.to_hex()), e.to_string()))?;
+    let mut merged: CapturedEntries = Vec::new();
+    for run in runs.iter().rev() {
+        let older = run_entries(storage, index, run)?;
+        merged = merge_two(older, merged);
+    }
+    if start == 0 {
+        merged.retain(|(_, v)| v.is_some());
+    }
+    Ok(merged)
+}
+
+/// A run's entries, in order, checked to strictly increase.
+fn run_entries(storage: &dyn Storage, index: &ChunkIndex, run: &RunRef) -> Result<CapturedEntries> {
+    let run_index = version::read_run_index(storage, index, &run.index)?;
+    let mut out: CapturedEntries = Vec::with_capacity(run.entries.min(1 << 24) as usize);
+    for c in &run_index.chunks {
+        let raw = version::read_chunk(storage, index, &c.hash)?;
+        let mut increasing = true;
+        format::decode_entries(&raw, |key, value| {
+            if out.last().is_some_and(|(last, _)| last.as_slice() >= key) {
+                increasing = false;
+            }
+            out.push((key.to_vec(), value.map(<[u8]>::to_vec)));
+        })
+        .map_err(|e| Error::corrupted(format!("chunk {}", c.hash.to_hex()), e.to_string()))?;
+        if !increasing {
+            return Err(Error::corrupted(format!("run {}", run.index.to_hex()), "its keys do not strictly increase"));
         }
     }
-    let keep_tombstones = start > 0;
-    Ok(merged.into_iter().filter(|(_, v)| keep_tombstones || v.is_some()).collect())
+    Ok(out)
+}
+
+/// Two sorted entry lists merged into one; on equal keys the entry of `newer` wins.
+fn merge_two(older: CapturedEntries, newer: CapturedEntries) -> CapturedEntries {
+    if older.is_empty() {
+        return newer;
+    }
+    if newer.is_empty() {
+        return older;
+    }
+    let mut out = Vec::with_capacity(older.len() + newer.len());
+    let mut older = older.into_iter().peekable();
+    let mut newer = newer.into_iter().peekable();
+    loop {
+        let take_older = match (older.peek(), newer.peek()) {
+            (Some(o), Some(n)) => match o.0.cmp(&n.0) {
+                std::cmp::Ordering::Less => true,
+                std::cmp::Ordering::Equal => {
+                    older.next(); // shadowed by the newer entry
+                    false
+                }
+                std::cmp::Ordering::Greater => false,
+            },
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => break,
+        };
+        let next = if take_older { older.next() } else { newer.next() };
+        out.extend(next);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -66,6 +117,20 @@ mod tests {
 
     fn runs(sizes: &[u64]) -> Vec<RunRef> {
         sizes.iter().map(|&s| RunRef { index: ChunkHash([0; 32]), entries: s, data_bytes: s * 2, chunks: 1 }).collect()
+    }
+
+    fn entries(pairs: &[(&str, Option<&str>)]) -> CapturedEntries {
+        pairs.iter().map(|(k, v)| (k.as_bytes().to_vec(), v.map(|v| v.as_bytes().to_vec()))).collect()
+    }
+
+    #[test]
+    fn the_newer_entry_wins_and_the_output_stays_sorted() {
+        let older = entries(&[("a", Some("1")), ("c", Some("1")), ("e", Some("1"))]);
+        let newer = entries(&[("b", Some("2")), ("c", None), ("f", Some("2"))]);
+        let want = entries(&[("a", Some("1")), ("b", Some("2")), ("c", None), ("e", Some("1")), ("f", Some("2"))]);
+        assert_eq!(merge_two(older.clone(), newer.clone()), want);
+        assert_eq!(merge_two(older.clone(), Vec::new()), older);
+        assert_eq!(merge_two(Vec::new(), newer.clone()), newer);
     }
 
     #[test]

@@ -331,21 +331,25 @@ impl Store {
     }
 
     /// Delete the committed manifests `retention` does not keep.
+    ///
+    /// Reads the manifests without the store's lock (checkpoints commit meanwhile; the ones
+    /// that do are newer than every candidate, so never deleted here). The decision and the
+    /// deletions happen under the lock, so no view can open on a manifest being deleted; the
+    /// sync that makes them durable follows (before the GC's mark, which relies on it).
     fn apply_retention(
         &self,
         retention: &Retention,
         keep: &BTreeSet<CheckpointId>,
         report: &mut CompactionReport,
     ) -> Result<()> {
-        let mut inner = self.shared.lock()?;
-        let Some(head) = inner.head else { return Ok(()) };
+        let Some(listed_head) = self.shared.lock()?.head else { return Ok(()) };
         let st = self.shared.storage.as_ref();
         let mut candidates = Vec::new();
         let mut sizes = BTreeMap::new();
         let mut parents = BTreeMap::new();
         for name in st.list(MANIFESTS)? {
             let Some(id) = parse_manifest_name(&name) else { continue };
-            if id > head.max_checkpoint_id {
+            if id > listed_head.max_checkpoint_id {
                 continue;
             }
             let (m, _, len) = load_manifest(st, id, None)?;
@@ -355,13 +359,24 @@ impl Store {
             }
             candidates.push(Candidate { id, kind: m.kind, created_unix_ms: m.created_unix_ms });
         }
+
+        let mut inner = self.shared.lock()?;
+        let Some(head) = inner.head else { return Ok(()) };
         // Filesystem rule: the two manifests before HEAD on its chain always stay, whatever the
         // policy, so the checkpoints just before the current one remain to fall back to.
         let mut always = inner.always_kept();
         always.extend(keep.iter().copied());
         let mut at = head.current;
         for _ in 0..PREVIOUS_MANIFESTS_KEPT {
-            let Some(parent) = parents.get(&at).copied() else { break };
+            let parent = match parents.get(&at) {
+                Some(parent) => Some(*parent),
+                // Committed since the listing (rare: read it now, under the lock).
+                None if at > listed_head.max_checkpoint_id => {
+                    load_manifest(st, at, None)?.0.parent.map(|(parent, _)| parent)
+                }
+                None => None,
+            };
+            let Some(parent) = parent else { break };
             always.insert(parent);
             at = parent;
         }
@@ -376,9 +391,10 @@ impl Store {
             report.checkpoints_deleted += 1;
             report.bytes_reclaimed += sizes.get(&c.id).copied().unwrap_or(0);
         }
+        drop(inner);
         if deleted {
             if let Err(e) = st.sync() {
-                inner.poison(&e);
+                self.shared.lock()?.poison(&e);
                 return Err(e);
             }
         }
@@ -387,9 +403,20 @@ impl Store {
 
     /// Work out the live set (every chunk a remaining manifest references) and start the
     /// guard that records chunks checkpoints reuse from now on. `None`: nothing committed.
+    ///
+    /// The guard starts first, under the lock; the manifests, segment tables and run indexes
+    /// are then read without it, against a copy of the chunk index. Checkpoints committing
+    /// meanwhile only add manifests and segments above the high-water marks seen here (never
+    /// candidates for deletion) and reuse stored chunks, which the guard records.
     fn mark(&self) -> Result<Option<GcPlan>> {
-        let mut inner = self.shared.lock()?;
-        let Some(head) = inner.head else { return Ok(None) };
+        let (head, mut index) = {
+            let mut inner = self.shared.lock()?;
+            let Some(head) = inner.head else { return Ok(None) };
+            // Chunks an unfinished checkpoint decided to reuse are not in any manifest yet:
+            // the guard starts with them (see `store/pipeline.rs`).
+            inner.gc_guard = Some(inner.reserved_chunks.clone());
+            (head, inner.chunks.clone())
+        };
         let st = self.shared.storage.as_ref();
         let mut manifests = Vec::new();
         for name in st.list(MANIFESTS)? {
@@ -413,14 +440,14 @@ impl Store {
         for id in ids {
             match version::read_segment_table(st, id) {
                 Ok(table) => {
-                    inner.chunks.add_segment(id, &table);
+                    index.add_segment(id, &table);
                     tables.insert(id, table);
                 }
                 Err(_) => unreadable.push(id),
             }
         }
-        let live = gc::live_chunks(st, &inner.chunks, &manifests)?;
-        let mut uses = gc::segment_use(&inner.chunks, &live, head.max_segment_id);
+        let live = gc::live_chunks(st, &index, &manifests)?;
+        let mut uses = gc::segment_use(&index, &live, head.max_segment_id);
         // Each segment's chunk bytes, framing excluded, so a wholly live segment has a live
         // fraction of exactly 1 and is never rewritten again. A segment that is home to no
         // chunk (every chunk in it has a newer copy, e.g. after a crash between a rewrite and
@@ -433,15 +460,23 @@ impl Store {
         for id in unreadable {
             uses.remove(&id);
         }
-        // Chunks an unfinished checkpoint decided to reuse are not in any manifest yet: the
-        // guard starts with them (see `store/pipeline.rs`).
-        inner.gc_guard = Some(inner.reserved_chunks.clone());
-        Ok(Some(GcPlan { uses, sizes, min_live_fraction: self.shared.opts.segment_live_fraction_min }))
+        {
+            // The store's index learns the homes found here too (the first home seen stays).
+            let mut inner = self.shared.lock()?;
+            for (id, table) in &tables {
+                inner.chunks.add_segment(*id, table);
+            }
+        }
+        Ok(Some(GcPlan { uses, sizes, index, min_live_fraction: self.shared.opts.segment_live_fraction_min }))
     }
 
     /// Copy the live chunks of sparse segments into one new segment, make it durable and
     /// committed (HEAD's high-water mark names it), and point the chunk index at the copies.
     /// Returns the segments that are now dead (to be deleted by `sweep`).
+    ///
+    /// The copy is read and written without any lock (its segment id is reserved first; the
+    /// chunks it copies stay where the plan's index says, since only this compaction moves
+    /// or deletes segments); only the HEAD commit and the index update take the locks.
     fn rewrite_sparse(&self, plan: &GcPlan, report: &mut CompactionReport) -> Result<Vec<SegmentId>> {
         let mut dead: Vec<SegmentId> = plan.uses.iter().filter(|(_, u)| u.live.is_empty()).map(|(id, _)| *id).collect();
         let sparse: Vec<SegmentId> = plan
@@ -456,10 +491,13 @@ impl Store {
         if sparse.is_empty() {
             return Ok(dead);
         }
-        let _commit = self.shared.commit_lock()?;
-        let mut inner = self.shared.lock()?;
+        let new_id = {
+            let mut inner = self.shared.lock()?;
+            let id = SegmentId(inner.next_segment);
+            inner.next_segment += 1;
+            id
+        };
         let st = self.shared.storage.as_ref();
-        let new_id = SegmentId(inner.next_segment);
         let mut writer = SegmentWriter::new(new_id);
         let codec = match self.shared.opts.compression {
             crate::Compression::None => format::Codec::None,
@@ -467,14 +505,20 @@ impl Store {
         };
         for id in &sparse {
             for hash in plan.uses.get(id).map(|u| u.live.as_slice()).unwrap_or_default() {
-                let Some(loc) = inner.chunks.get(hash).copied() else { continue };
-                let raw = version::read_chunk(st, &inner.chunks, hash)?;
+                let Some(loc) = plan.index.get(hash).copied() else { continue };
+                let raw = version::read_chunk(st, &plan.index, hash)?;
                 writer.push(*hash, loc.chunk.kind, &raw, codec);
             }
         }
         let (bytes, chunks) = writer.finish();
-        let committed = st.put(&segment_name(new_id), &bytes).and_then(|()| st.sync()).and_then(|()| {
-            let mut head = inner.head.ok_or_else(|| Error::NotFound("HEAD".into()))?;
+        if let Err(e) = st.put(&segment_name(new_id), &bytes).and_then(|()| st.sync()) {
+            self.shared.lock()?.poison(&e);
+            return Err(e);
+        }
+
+        let _commit = self.shared.commit_lock()?;
+        let mut inner = self.shared.lock()?;
+        let committed = inner.head.ok_or_else(|| Error::NotFound("HEAD".into())).and_then(|mut head| {
             head.max_segment_id = head.max_segment_id.max(new_id);
             st.commit_head(&format::encode_head(&head))?;
             Ok(head)
@@ -486,7 +530,6 @@ impl Store {
                 return Err(e);
             }
         }
-        inner.next_segment = new_id.0 + 1;
         inner.chunks.rehome(new_id, &chunks);
         report.segments_rewritten += sparse.len() as u64;
         report.bytes_written += bytes.len() as u64 + format::HEAD_LEN as u64;
@@ -531,5 +574,7 @@ struct GcPlan {
     uses: BTreeMap<SegmentId, gc::SegmentUse>,
     /// Stored bytes of all chunks in each segment.
     sizes: BTreeMap<SegmentId, u64>,
+    /// The chunk index as the mark saw it: where every live chunk is.
+    index: version::ChunkIndex,
     min_live_fraction: f64,
 }
