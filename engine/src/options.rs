@@ -194,8 +194,9 @@ impl Options {
 
     /// Compact on a background thread (default `false`): after a checkpoint commits, the
     /// store's compaction thread runs [`crate::Store::compact`] (requests arriving while one
-    /// runs are folded into one more run). Checkpoints and writes go on meanwhile; a merge
-    /// holds back the next checkpoint's commit only while it commits its own manifest.
+    /// runs are folded into one more run). Checkpoints and writes go on meanwhile: merges and
+    /// the GC read and write without the store's lock, and hold back a checkpoint's commit
+    /// only while they commit their own manifest or HEAD.
     /// Failures are kept in [`crate::Stats::last_auto_compact_error`]. Not with
     /// [`Options::auto_compact`].
     pub fn background_compaction(mut self, on: bool) -> Self {

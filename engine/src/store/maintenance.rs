@@ -352,7 +352,12 @@ impl Store {
             if id > listed_head.max_checkpoint_id {
                 continue;
             }
-            let (m, _, len) = load_manifest(st, id, None)?;
+            // Gone since the listing: `delete_checkpoint` removed it (nothing else deletes
+            // manifests while this compaction runs).
+            let (m, _, len) = match load_manifest(st, id, None) {
+                Err(Error::NotFound(_)) => continue,
+                other => other?,
+            };
             sizes.insert(id, len);
             if let Some((parent, _)) = m.parent {
                 parents.insert(id, parent);
@@ -421,7 +426,12 @@ impl Store {
         let mut manifests = Vec::new();
         for name in st.list(MANIFESTS)? {
             if let Some(id) = parse_manifest_name(&name).filter(|id| *id <= head.max_checkpoint_id) {
-                manifests.push(load_manifest(st, id, None)?.0);
+                match load_manifest(st, id, None) {
+                    Ok((m, _, _)) => manifests.push(m),
+                    // Deleted since the listing (`delete_checkpoint`): it needs nothing.
+                    Err(Error::NotFound(_)) => {}
+                    Err(e) => return Err(e),
+                }
             }
         }
         // Read every committed segment's table first. A segment whose table did not read at
