@@ -1,8 +1,9 @@
 //! `Key`: a table key stored inline when short.
 //!
-//! A `BTreeMap<Vec<u8>, _>` compares keys through a pointer to each key's own allocation, so a
-//! lookup in a large table takes a cache miss per level. Keys of up to [`INLINE_LEN`] bytes
-//! (the standard workload's are 16) live inside the tree's nodes instead.
+//! A `Vec<u8>` key lives in its own allocation, so every comparison during a lookup follows a
+//! pointer (a cache miss in a large table) and every key costs an allocation. Keys of up to
+//! [`INLINE_LEN`] bytes (the standard workload's are 16) live inside the hash map's slots
+//! (and the dirty set's, and the key order's) instead.
 
 use std::borrow::Borrow;
 use std::cmp::Ordering;

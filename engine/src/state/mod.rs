@@ -62,7 +62,7 @@ struct Dirty {
     /// Whether the base checkpoint had the key.
     base_had_it: bool,
     /// Its current value (`None`: deleted). Kept here so capture needs no lookup in `data`:
-    /// `put` pays for the tree lookup anyway, capture then only drains this map.
+    /// `put` pays for the table lookup anyway, capture then only drains this map.
     value: Option<Vec<u8>>,
 }
 
