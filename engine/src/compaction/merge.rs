@@ -2,7 +2,7 @@
 //! runs. The merged run is written like any run (content-addressed chunks, so unchanged
 //! chunks are reused) and becomes visible through a new, compaction-kind manifest.
 
-use crate::format::{self, ManifestTable, RunRef};
+use crate::format::{ManifestTable, RunRef};
 use crate::state::CapturedEntries;
 use crate::storage::Storage;
 use crate::version::{self, ChunkIndex};
@@ -39,7 +39,7 @@ pub(crate) fn merge_start(runs: &[RunRef], max_runs: usize) -> Option<usize> {
 ///
 /// Each run is sorted, so they are merged pairwise, newest first (the small recent runs fold
 /// together before the result meets the large old one): no map of every key is built, and
-/// the output comes out sorted. A run whose keys do not strictly increase is corrupt.
+/// the output comes out sorted. Every run is checked as a restore checks it.
 pub(crate) fn merged_entries(
     storage: &dyn Storage,
     index: &ChunkIndex,
@@ -49,7 +49,7 @@ pub(crate) fn merged_entries(
     let runs = table.runs.get(start..).ok_or_else(|| Error::InvalidArgument("merge start beyond the runs".into()))?;
     let mut merged: CapturedEntries = Vec::new();
     for run in runs.iter().rev() {
-        let older = run_entries(storage, index, run)?;
+        let older = run_entries(storage, index, &table.name, run)?;
         merged = merge_two(older, merged);
     }
     if start == 0 {
@@ -58,24 +58,12 @@ pub(crate) fn merged_entries(
     Ok(merged)
 }
 
-/// A run's entries, in order, checked to strictly increase.
-fn run_entries(storage: &dyn Storage, index: &ChunkIndex, run: &RunRef) -> Result<CapturedEntries> {
-    let run_index = version::read_run_index(storage, index, &run.index)?;
+/// A run's entries, in order, checked as [`version::for_each_run_entry`] says.
+fn run_entries(storage: &dyn Storage, index: &ChunkIndex, table: &str, run: &RunRef) -> Result<CapturedEntries> {
     let mut out: CapturedEntries = Vec::with_capacity(run.entries.min(1 << 24) as usize);
-    for c in &run_index.chunks {
-        let raw = version::read_chunk(storage, index, &c.hash)?;
-        let mut increasing = true;
-        format::decode_entries(&raw, |key, value| {
-            if out.last().is_some_and(|(last, _)| last.as_slice() >= key) {
-                increasing = false;
-            }
-            out.push((key.to_vec(), value.map(<[u8]>::to_vec)));
-        })
-        .map_err(|e| Error::corrupted(format!("chunk {}", c.hash.to_hex()), e.to_string()))?;
-        if !increasing {
-            return Err(Error::corrupted(format!("run {}", run.index.to_hex()), "its keys do not strictly increase"));
-        }
-    }
+    version::for_each_run_entry(storage, index, table, run, |key, value| {
+        out.push((key.to_vec(), value.map(<[u8]>::to_vec)));
+    })?;
     Ok(out)
 }
 

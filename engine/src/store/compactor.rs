@@ -76,11 +76,6 @@ impl Compactor {
 impl Drop for Compactor {
     /// Let a running or requested compaction end, then stop the thread.
     fn drop(&mut self) {
-        drop(self.tx.take());
-        if let Some(thread) = self.thread.take() {
-            if thread.thread().id() != std::thread::current().id() {
-                let _ = thread.join();
-            }
-        }
+        super::stop_worker(&mut self.tx, &mut self.thread);
     }
 }

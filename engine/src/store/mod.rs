@@ -252,6 +252,18 @@ impl Shared {
     }
 }
 
+/// Stop a background thread fed over `tx` (the checkpoint pipeline, the compactor): close
+/// the channel so the queued work ends, then join the thread. Not when this runs on that
+/// very thread (its work held the last reference to the store), which cannot join itself.
+fn stop_worker<T>(tx: &mut Option<crossbeam_channel::Sender<T>>, thread: &mut Option<std::thread::JoinHandle<()>>) {
+    drop(tx.take());
+    if let Some(thread) = thread.take() {
+        if thread.thread().id() != std::thread::current().id() {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// An open cairn store: keyed tables in memory, checkpointed incrementally to durable storage.
 ///
 /// `Store` is cheap to share: [`Table`] handles and [`CheckpointView`]s keep it alive. All

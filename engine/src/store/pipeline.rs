@@ -196,12 +196,7 @@ impl Pipeline {
 impl Drop for Pipeline {
     /// Let every queued checkpoint end, then stop the thread.
     fn drop(&mut self) {
-        drop(self.tx.take());
-        if let Some(thread) = self.thread.take() {
-            if thread.thread().id() != std::thread::current().id() {
-                let _ = thread.join();
-            }
-        }
+        super::stop_worker(&mut self.tx, &mut self.thread);
     }
 }
 

@@ -8,7 +8,7 @@ mod manifests;
 pub(crate) use chunks::{read_segment_table, ChunkIndex};
 pub(crate) use manifests::{check_manifest_invariants, load_manifest, read_head};
 
-use crate::format::{self, ChunkHash, ManifestTable, RunIndex};
+use crate::format::{self, ChunkHash, ManifestTable, RunIndex, RunRef};
 use crate::state::{Key, TableData};
 use crate::storage::{segment_name, Storage};
 use crate::{Error, Result};
@@ -32,74 +32,91 @@ pub(crate) fn read_run_index(storage: &dyn Storage, index: &ChunkIndex, hash: &C
 }
 
 /// Apply every entry of every run of `table`, oldest run first, to an empty map: the table's
-/// content at the checkpoint. Checks each run's recorded counts against what it holds.
+/// content at the checkpoint, every run checked as [`for_each_run_entry`] says.
 pub(crate) fn materialize_table(storage: &dyn Storage, index: &ChunkIndex, table: &ManifestTable) -> Result<TableData> {
     // Sized for the runs' entries (an upper bound on the keys), so it never grows midway.
     let capacity = table.runs.iter().map(|r| r.entries).sum::<u64>().min(1 << 24) as usize;
     let mut data = TableData::with_capacity(capacity);
     for run in &table.runs {
-        let run_index = read_run_index(storage, index, &run.index)?;
-        let object = format!("run {} of table {}", run.index.to_hex(), table.name);
-        if run_index.chunks.len() as u64 != run.chunks {
-            return Err(Error::corrupted(object, "chunk count differs from the manifest"));
-        }
-        let mut entries = 0u64;
-        let mut last_key: Option<Vec<u8>> = None;
-        for c in &run_index.chunks {
-            let raw = read_chunk(storage, index, &c.hash)?;
-            let object = format!("chunk {}", c.hash.to_hex());
-            // One pass applies the entries and notes the chunk's first and last keys: the run
-            // index's first key must be the chunk's, and keys must increase across the run.
-            // (On a failed check the whole map is discarded, so nothing unverified escapes.)
-            let (mut first, mut last, mut i) = (None, None, 0u64);
-            let n = format::decode_entries(&raw, |key, value| {
-                if i == 0 {
-                    first = Some(key.to_vec());
-                }
-                i += 1;
-                if i == c.entries {
-                    last = Some(key.to_vec());
-                }
-                match value {
-                    Some(v) => {
-                        data.insert(Key::from(key), v.to_vec());
-                    }
-                    None => {
-                        data.remove(key);
-                    }
-                }
-            })
-            .map_err(|e| Error::corrupted(&object, e.to_string()))?;
-            if first.as_deref() != Some(c.first_key.as_slice()) {
-                return Err(Error::corrupted(&object, "its first key differs from the run index"));
+        // On a failed check the whole map is discarded, so nothing unverified escapes.
+        for_each_run_entry(storage, index, &table.name, run, |key, value| match value {
+            Some(v) => {
+                data.insert(Key::from(key), v.to_vec());
             }
-            if last_key.as_ref().is_some_and(|prev: &Vec<u8>| prev.as_slice() >= c.first_key.as_slice()) {
-                return Err(Error::corrupted(&object, "its keys overlap the previous chunk of the run"));
+            None => {
+                data.remove(key);
             }
-            last_key = last;
-            if n != c.entries {
-                return Err(Error::corrupted(object, "entry count differs from the run index"));
-            }
-            entries += n;
-        }
-        if entries != run.entries {
-            return Err(Error::corrupted(object, "entry count differs from the manifest"));
-        }
+        })?;
     }
     Ok(data)
+}
+
+/// Call `f` with every entry of `run` (of table `table_name`), in order, checking what the
+/// manifest and run index say against what the chunks hold: the chunk count, each chunk's
+/// first key and entry count, the run's entry count, and that chunks do not overlap (within
+/// a chunk the decoder checks that keys strictly increase). On an error `f` may already have
+/// seen some entries; callers discard what they built from them.
+pub(crate) fn for_each_run_entry(
+    storage: &dyn Storage,
+    index: &ChunkIndex,
+    table_name: &str,
+    run: &RunRef,
+    mut f: impl FnMut(&[u8], Option<&[u8]>),
+) -> Result<()> {
+    let run_index = read_run_index(storage, index, &run.index)?;
+    let object = format!("run {} of table {table_name}", run.index.to_hex());
+    if run_index.chunks.len() as u64 != run.chunks {
+        return Err(Error::corrupted(object, "chunk count differs from the manifest"));
+    }
+    let mut entries = 0u64;
+    let mut last_key: Option<Vec<u8>> = None;
+    for c in &run_index.chunks {
+        let raw = read_chunk(storage, index, &c.hash)?;
+        let object = format!("chunk {}", c.hash.to_hex());
+        // One pass hands on the entries and notes the chunk's first and last keys: the run
+        // index's first key must be the chunk's, and keys must increase across the run.
+        let (mut first, mut last, mut i) = (None, None, 0u64);
+        let n = format::decode_entries(&raw, |key, value| {
+            if i == 0 {
+                first = Some(key.to_vec());
+            }
+            i += 1;
+            if i == c.entries {
+                last = Some(key.to_vec());
+            }
+            f(key, value);
+        })
+        .map_err(|e| Error::corrupted(&object, e.to_string()))?;
+        if first.as_deref() != Some(c.first_key.as_slice()) {
+            return Err(Error::corrupted(&object, "its first key differs from the run index"));
+        }
+        if last_key.as_ref().is_some_and(|prev: &Vec<u8>| prev.as_slice() >= c.first_key.as_slice()) {
+            return Err(Error::corrupted(&object, "its keys overlap the previous chunk of the run"));
+        }
+        last_key = last;
+        if n != c.entries {
+            return Err(Error::corrupted(object, "entry count differs from the run index"));
+        }
+        entries += n;
+    }
+    if entries != run.entries {
+        return Err(Error::corrupted(object, "entry count differs from the manifest"));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::{ChunkKind, Codec, RunIndexEntry, RunRef, SegmentId, SegmentWriter};
+    use crate::format::{ChunkKind, Codec, RunIndexEntry, SegmentId, SegmentWriter};
     use crate::storage::{segment_name, SimFs};
 
-    /// A run whose chunks are intact (hashes match) but whose index lies about them.
-    fn materialize_lying_run(first_keys: [&[u8]; 2]) -> Result<TableData> {
+    /// A run of two intact chunks (hashes match), "a" and "c" then `second`, whose run index
+    /// names `first_keys`.
+    fn materialize_run(first_keys: [&[u8]; 2], second: [&[u8]; 2]) -> Result<TableData> {
         let chunks = [
             format::encode_entries_chunk([(&b"a"[..], Some(&b"1"[..])), (&b"c"[..], Some(&b"2"[..]))]),
-            format::encode_entries_chunk([(&b"b"[..], Some(&b"3"[..])), (&b"d"[..], Some(&b"4"[..]))]),
+            format::encode_entries_chunk([(second[0], Some(&b"3"[..])), (second[1], Some(&b"4"[..]))]),
         ];
         let mut w = SegmentWriter::new(SegmentId(1));
         let mut index = RunIndex::default();
@@ -123,18 +140,27 @@ mod tests {
     #[test]
     fn a_run_index_that_disagrees_with_its_chunks_is_corrupt() {
         // The second chunk's first key is "b", not "x".
-        let lied = materialize_lying_run([b"a", b"x"]);
+        let lied = materialize_run([b"a", b"x"], [b"b", b"d"]);
         assert!(
             matches!(&lied, Err(Error::Corrupted { reason, .. }) if reason.contains("first key")),
             "{:?}",
             lied.err()
         );
         // Honest first keys, but the chunks' key ranges overlap ("a".."c", then "b"..).
-        let overlap = materialize_lying_run([b"a", b"b"]);
+        let overlap = materialize_run([b"a", b"b"], [b"b", b"d"]);
         assert!(
             matches!(&overlap, Err(Error::Corrupted { reason, .. }) if reason.contains("overlap")),
             "{:?}",
             overlap.err()
         );
+        // A chunk whose own keys go backwards ("x" then "d"): the decoder refuses it.
+        let backwards = materialize_run([b"a", b"x"], [b"x", b"d"]);
+        assert!(
+            matches!(&backwards, Err(Error::Corrupted { reason, .. }) if reason.contains("strictly increasing")),
+            "{:?}",
+            backwards.err()
+        );
+        // Honest and ordered: it reads.
+        assert_eq!(materialize_run([b"a", b"x"], [b"x", b"y"]).map(|d| d.len()).ok(), Some(4));
     }
 }
