@@ -217,8 +217,8 @@ fn hash_chunk(c: &mut Criterion) {
     let mut group = c.benchmark_group("hash_chunk");
     group.sample_size(10);
     let n = (64u64 << 20) / 116;
-    let entries: Vec<(Vec<u8>, Option<Vec<u8>>)> =
-        (0..n).map(|id| (key16(id).to_vec(), Some(value100(id, 0).to_vec()))).collect();
+    let entries =
+        cairn::BenchEntries::new((0..n).map(|id| (key16(id).to_vec(), Some(value100(id, 0).to_vec()))).collect());
     group.throughput(Throughput::Bytes(n * 116));
     group.bench_function("64MiB", |b| {
         b.iter_batched(

@@ -72,7 +72,7 @@ impl Table {
 
     /// The value of `key`, if any.
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.with(|t| t.get(key).cloned())
+        self.with(|t| t.get(key).map(|v| v.to_vec()))
     }
 
     /// Whether `key` has a value.

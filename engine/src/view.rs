@@ -84,7 +84,7 @@ impl CheckpointView {
     /// The value of `key` in `table` at this checkpoint.
     pub fn get(&self, table: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
         check_key(key)?;
-        Ok(self.table(table)?.get(key).cloned())
+        Ok(self.table(table)?.get(key).map(|v| v.to_vec()))
     }
 
     /// Number of keys in `table` at this checkpoint.

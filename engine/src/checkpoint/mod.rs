@@ -246,10 +246,10 @@ fn write_runs_bounded(
             first = i;
         }
         let before = buf.len();
-        format::put_entry(&mut buf, key, value.as_deref());
+        format::put_entry(&mut buf, key.as_slice(), value.as_deref());
         chunk_entries += 1;
         let entry_len = buf.len() - before;
-        if i == last || chunker::cut_after(chunker::key_hash(key), entry_len, buf.len(), target) {
+        if i == last || chunker::cut_after(chunker::key_hash(key.as_slice()), entry_len, buf.len(), target) {
             batch_bytes += buf.len();
             let raw = std::mem::replace(&mut buf, Vec::with_capacity(2 * target + 64));
             batch.push(Cut { raw, entries: chunk_entries, first });
@@ -415,6 +415,7 @@ pub(crate) fn encode_only(mut entries: CapturedEntries, target: usize, threads: 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::{Key, Value};
     use crate::storage::SimFs;
     use crate::version::{self, ChunkIndex};
 
@@ -427,8 +428,10 @@ mod tests {
         let opts = Options::new();
         let mut sink = ChunkSink::new(&|_| false, SegmentId(1), &opts);
         sink.chunks_max = 3;
-        let mut entries: CapturedEntries =
-            (0u32..400).rev().map(|i| (i.to_be_bytes().to_vec(), Some(vec![i as u8; 50]))).collect();
+        let mut entries: CapturedEntries = (0u32..400)
+            .rev()
+            .map(|i| (Key::from(&i.to_be_bytes()[..]), Some(Value::from(vec![i as u8; 50]))))
+            .collect();
         let runs = write_runs_bounded(&mut sink, &mut entries, 64, 200, 2);
         assert!(runs.len() > 3, "{} runs", runs.len());
         let tables = BTreeMap::from([("t".to_string(), runs)]);
@@ -455,7 +458,8 @@ mod tests {
         let data = version::materialize_table(&storage, &index, table)?;
         let expected: Vec<(Vec<u8>, Vec<u8>)> =
             (0u32..400).map(|i| (i.to_be_bytes().to_vec(), vec![i as u8; 50])).collect();
-        let mut got: Vec<(Vec<u8>, Vec<u8>)> = data.into_iter().map(|(k, v)| (k.as_slice().to_vec(), v)).collect();
+        let mut got: Vec<(Vec<u8>, Vec<u8>)> =
+            data.into_iter().map(|(k, v)| (k.as_slice().to_vec(), v.to_vec())).collect();
         got.sort();
         assert_eq!(got, expected);
         Ok(())

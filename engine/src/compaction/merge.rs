@@ -3,7 +3,7 @@
 //! chunks are reused) and becomes visible through a new, compaction-kind manifest.
 
 use crate::format::{ManifestTable, RunRef};
-use crate::state::CapturedEntries;
+use crate::state::{CapturedEntries, Key, Value};
 use crate::storage::Storage;
 use crate::version::{self, ChunkIndex};
 use crate::{Error, Result};
@@ -62,7 +62,7 @@ pub(crate) fn merged_entries(
 fn run_entries(storage: &dyn Storage, index: &ChunkIndex, table: &str, run: &RunRef) -> Result<CapturedEntries> {
     let mut out: CapturedEntries = Vec::with_capacity(run.entries.min(1 << 24) as usize);
     version::for_each_run_entry(storage, index, table, run, |key, value| {
-        out.push((key.to_vec(), value.map(<[u8]>::to_vec)));
+        out.push((Key::from(key), value.map(Value::from)));
     })?;
     Ok(out)
 }
@@ -108,7 +108,7 @@ mod tests {
     }
 
     fn entries(pairs: &[(&str, Option<&str>)]) -> CapturedEntries {
-        pairs.iter().map(|(k, v)| (k.as_bytes().to_vec(), v.map(|v| v.as_bytes().to_vec()))).collect()
+        pairs.iter().map(|(k, v)| (Key::from(k.as_bytes()), v.map(|v| Value::from(v.as_bytes())))).collect()
     }
 
     #[test]

@@ -42,6 +42,12 @@ impl From<&[u8]> for Key {
 }
 
 // Equality, order and hash are those of the byte slice, so `[u8]` can look keys up (Borrow).
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.as_slice().fmt(f)
+    }
+}
+
 impl Borrow<[u8]> for Key {
     fn borrow(&self) -> &[u8] {
         self.as_slice()

@@ -12,10 +12,16 @@ pub(crate) use key::Key;
 use order::KeyOrder;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// A value as the working state holds it. Shared, so that the dirty set and a checkpoint's
+/// capture hold the very value the table holds instead of a copy of it; a later write of the
+/// key gives the table a new value and leaves the captured one alone (copy on write). While
+/// nothing else holds it, a write of the same length overwrites it in place.
+pub(crate) type Value = Arc<[u8]>;
 
 /// A table's entries, unordered (see [`TableState`]).
-pub(crate) type TableData = HashMap<Key, Vec<u8>>;
+pub(crate) type TableData = HashMap<Key, Value>;
 
 /// One table of the working state.
 ///
@@ -48,8 +54,8 @@ impl DirtySet {
         let mut out = Vec::with_capacity(self.0.len());
         for (key, d) in self.0 {
             match d.value {
-                Some(v) => out.push((key.as_slice().to_vec(), Some(v))),
-                None if d.base_had_it => out.push((key.as_slice().to_vec(), None)),
+                Some(v) => out.push((key, Some(v))),
+                None if d.base_had_it => out.push((key, None)),
                 None => {}
             }
         }
@@ -61,14 +67,15 @@ impl DirtySet {
 struct Dirty {
     /// Whether the base checkpoint had the key.
     base_had_it: bool,
-    /// Its current value (`None`: deleted). Kept here so capture needs no lookup in `data`:
-    /// `put` pays for the table lookup anyway, capture then only drains this map.
-    value: Option<Vec<u8>>,
+    /// Its current value (`None`: deleted), shared with the table. Kept here so capture
+    /// needs no lookup in `data`: `put` pays for the table lookup anyway, capture then only
+    /// drains this map.
+    value: Option<Value>,
 }
 
-/// Entries captured from one table for a checkpoint: unsorted, each key once; `None` is a
-/// tombstone.
-pub(crate) type CapturedEntries = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+/// Entries captured from one table for a checkpoint (or read back to be merged): each key
+/// once, in no particular order; `None` is a tombstone.
+pub(crate) type CapturedEntries = Vec<(Key, Option<Value>)>;
 
 impl TableState {
     /// A table holding `data` as its checkpointed state (nothing dirty).
@@ -76,7 +83,7 @@ impl TableState {
         TableState { data, order: Mutex::new(None), dirty: HashMap::new(), dirty_bytes: 0 }
     }
 
-    pub(crate) fn get(&self, key: &[u8]) -> Option<&Vec<u8>> {
+    pub(crate) fn get(&self, key: &[u8]) -> Option<&Value> {
         self.data.get(key)
     }
 
@@ -95,41 +102,38 @@ impl TableState {
     /// Record that `key` now has `value` (`None`: deleted); `present_before` says whether the
     /// working state had it just before this write, which for a key not yet dirty is whether
     /// the base checkpoint had it.
-    fn mark_dirty(&mut self, key: &[u8], present_before: bool, value: Option<&[u8]>) {
-        let new_len = value.map_or(0, <[u8]>::len);
+    fn mark_dirty(&mut self, key: &[u8], present_before: bool, value: Option<Value>) {
+        let new_len = value.as_ref().map_or(0, |v| v.len());
         match self.dirty.get_mut(key) {
             Some(d) => {
-                self.dirty_bytes = self.dirty_bytes - d.value.as_ref().map_or(0, Vec::len) + new_len;
-                match (&mut d.value, value) {
-                    (Some(buf), Some(v)) => {
-                        buf.clear();
-                        buf.extend_from_slice(v);
-                    }
-                    (slot, v) => *slot = v.map(<[u8]>::to_vec),
-                }
+                self.dirty_bytes = self.dirty_bytes - d.value.as_ref().map_or(0, |v| v.len()) + new_len;
+                d.value = value;
             }
             None => {
                 self.dirty_bytes += key.len() + new_len;
-                self.dirty
-                    .insert(Key::from(key), Dirty { base_had_it: present_before, value: value.map(<[u8]>::to_vec) });
+                self.dirty.insert(Key::from(key), Dirty { base_had_it: present_before, value });
             }
         }
     }
 
     pub(crate) fn put(&mut self, key: &[u8], value: &[u8]) {
-        let present = match self.data.get_mut(key) {
+        let (present, shared) = match self.data.get_mut(key) {
             Some(slot) => {
-                slot.clear();
-                slot.extend_from_slice(value);
-                true
+                match Arc::get_mut(slot) {
+                    // Held by nothing else (not dirty, not captured): overwrite in place.
+                    Some(buf) if buf.len() == value.len() => buf.copy_from_slice(value),
+                    _ => *slot = Value::from(value),
+                }
+                (true, slot.clone())
             }
             None => {
-                self.data.insert(Key::from(key), value.to_vec());
+                let shared = Value::from(value);
+                self.data.insert(Key::from(key), shared.clone());
                 self.keys_changed(|order| order.inserted(key));
-                false
+                (false, shared)
             }
         };
-        self.mark_dirty(key, present, Some(value));
+        self.mark_dirty(key, present, Some(shared));
     }
 
     /// Delete `key`; returns whether it was present.
@@ -164,7 +168,10 @@ impl TableState {
         // (it is assigned whole), so a poisoned lock is still sound to use.
         let mut order = self.order.lock().unwrap_or_else(PoisonError::into_inner);
         let order = order.get_or_insert_with(|| KeyOrder::build(self.data.keys()));
-        order.range(lower, upper).filter_map(|k| self.data.get(k).map(|v| (k.as_slice().to_vec(), v.clone()))).collect()
+        order
+            .range(lower, upper)
+            .filter_map(|k| self.data.get(k).map(|v| (k.as_slice().to_vec(), v.to_vec())))
+            .collect()
     }
 
     /// Take the dirty set whole (O(1)). From now on the working state's base is the state at
@@ -184,7 +191,7 @@ impl TableState {
                 Some(d) => d.base_had_it = true,
                 None => {
                     let value = self.data.get(key).cloned();
-                    self.dirty_bytes += key.len() + value.as_ref().map_or(0, Vec::len);
+                    self.dirty_bytes += key.len() + value.as_ref().map_or(0, |v| v.len());
                     self.dirty.insert(Key::from(key), Dirty { base_had_it: true, value });
                 }
             }

@@ -9,7 +9,7 @@ pub(crate) use chunks::{read_segment_table, ChunkIndex};
 pub(crate) use manifests::{check_manifest_invariants, load_manifest, read_head};
 
 use crate::format::{self, ChunkHash, ManifestTable, RunIndex, RunRef};
-use crate::state::{Key, TableData};
+use crate::state::{Key, TableData, Value};
 use crate::storage::{segment_name, Storage};
 use crate::{Error, Result};
 
@@ -41,7 +41,7 @@ pub(crate) fn materialize_table(storage: &dyn Storage, index: &ChunkIndex, table
         // On a failed check the whole map is discarded, so nothing unverified escapes.
         for_each_run_entry(storage, index, &table.name, run, |key, value| match value {
             Some(v) => {
-                data.insert(Key::from(key), v.to_vec());
+                data.insert(Key::from(key), Value::from(v));
             }
             None => {
                 data.remove(key);
