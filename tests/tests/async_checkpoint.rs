@@ -228,26 +228,31 @@ fn a_gc_never_deletes_a_chunk_an_unfinished_checkpoint_reuses() -> Result<()> {
     Ok(())
 }
 
+/// A store in which every segment with a dead byte is sparse, and whose segment 1 will be:
+/// it holds the chunks of s (kept by every merge) and of k = [1; 200], overwritten by [2; 200]
+/// and [3; 200], so dead once retention drops the checkpoints naming it. Values are large
+/// enough to make one entry per chunk.
+fn store_with_a_sparse_segment(fs: &SimFs) -> Result<(Arc<Store>, cairn::Table)> {
+    let opts = tiny_chunks().max_runs_per_table(1).segment_live_fraction_min(1.0);
+    let store = Arc::new(sim_store(fs, opts)?);
+    let t = store.table("t")?;
+    t.put(b"s", &[7u8; 200])?;
+    for v in 1u8..=3 {
+        t.put(b"k", &[v; 200])?;
+        store.checkpoint(b"")?;
+        store.compact_with(&Retention::keep_all())?;
+    }
+    Ok((store, t))
+}
+
 /// A GC copies the live chunks of a sparse segment holding no lock, so a checkpoint can
 /// deduplicate and commit meanwhile. One that reuses the segment's *dead* chunk (not copied)
 /// keeps the segment from the sweep; reopened, everything reads and verifies.
 #[test]
 fn a_checkpoint_committing_while_a_gc_copies_a_sparse_segment_keeps_what_it_reuses() -> Result<()> {
     let fs = SimFs::new();
-    // Every segment with a dead byte is sparse; big values make one entry per chunk.
-    let opts = tiny_chunks().max_runs_per_table(1).segment_live_fraction_min(1.0);
-    let store = Arc::new(sim_store(&fs, opts)?);
-    let t = store.table("t")?;
+    let (store, t) = store_with_a_sparse_segment(&fs)?;
     let (stable, v1) = (vec![7u8; 200], vec![1u8; 200]);
-    // Segment 1 holds the chunks of s and of k=v1. Merges keep reusing s's chunk there; k=v1
-    // is overwritten, and once retention drops the checkpoints naming it, it is dead: segment
-    // 1 is sparse (half live).
-    t.put(b"s", &stable)?;
-    for v in [v1.clone(), vec![2u8; 200], vec![3u8; 200]] {
-        t.put(b"k", &v)?;
-        store.checkpoint(b"")?;
-        store.compact_with(&Retention::keep_all())?;
-    }
     let (gc, go) = compaction_paused_at(&store, CompactStep::Marked)?;
     fs.hold_writes();
     let _ = go.send(());
@@ -279,6 +284,38 @@ fn a_checkpoint_committing_while_a_gc_copies_a_sparse_segment_keeps_what_it_reus
     assert!(reopened.verify()?.is_ok());
     // The next GC leaves it all readable too.
     reopened.compact_with(&Retention::keep_last(1))?;
+    assert!(reopened.verify()?.is_ok());
+    Ok(())
+}
+
+/// A checkpoint takes its segment id when it starts writing; a GC rewrite that reserves its
+/// own id meanwhile must take another. (Both writing one segment name would lose one of the
+/// two segments.)
+#[test]
+fn a_gc_rewrite_beside_a_checkpoint_writing_its_segment_takes_another_id() -> Result<()> {
+    let fs = SimFs::new();
+    let (store, t) = store_with_a_sparse_segment(&fs)?;
+    let (gc, go) = compaction_paused_at(&store, CompactStep::Marked)?;
+    // The checkpoint has its first segment id and waits at the disk to write it.
+    t.put(b"n", &[9u8; 200])?;
+    fs.hold_writes();
+    let handle = store.checkpoint_async(b"beside")?;
+    fs.wait_for_held_write();
+    // The GC goes on to its rewrite; then the disk lets everything through.
+    let _ = go.send(());
+    fs.release_writes();
+    let report = gc.join().map_err(|_| Error::NotFound("the compaction thread".into()))??;
+    let info = handle.wait()?;
+    assert!(report.segments_rewritten > 0, "{report:?}");
+    assert_eq!(store.at(info.id)?.get("t", b"n")?, Some(vec![9u8; 200]));
+    assert!(store.verify()?.is_ok());
+    drop((t, store));
+    let reopened = sim_store(&fs, Options::new())?;
+    let t = reopened.table("t")?;
+    assert_eq!(
+        (t.get(b"s")?, t.get(b"k")?, t.get(b"n")?),
+        (Some(vec![7u8; 200]), Some(vec![3u8; 200]), Some(vec![9u8; 200]))
+    );
     assert!(reopened.verify()?.is_ok());
     Ok(())
 }

@@ -304,10 +304,10 @@ impl Staged {
         Staged { segments, chunks_new, reused, written: false }
     }
 
-    /// Most segments a sink can produce for `bytes` of chunks in `chunks` chunks (to reserve
-    /// their ids before building them).
-    pub(crate) fn segments_bound(bytes: u64, chunks: u64) -> u64 {
-        bytes / SEGMENT_BYTES_MAX as u64 + chunks / SEGMENT_CHUNKS_MAX as u64 + 2
+    /// Most segments a sink can produce for at most `chunks` chunks of at most `raw_bytes`
+    /// raw bytes in all (to reserve their ids before building them).
+    pub(crate) fn segments_bound(raw_bytes: u64, chunks: u64) -> u64 {
+        segments_bound_for(raw_bytes, chunks, SEGMENT_BYTES_MAX, SEGMENT_CHUNKS_MAX)
     }
 
     /// Write the segments and make their names durable, ahead of the commit: a manifest
@@ -327,6 +327,20 @@ impl Staged {
     pub(crate) fn segment_ids(&self) -> Vec<SegmentId> {
         self.segments.iter().map(|(id, _, _)| *id).collect()
     }
+}
+
+/// [`Staged::segments_bound`] for a sink closing segments at `bytes_max` bytes and
+/// `chunks_max` chunks.
+///
+/// A segment is closed only when the next chunk would take it past `bytes_max` (its header
+/// and stored bytes so far, plus that chunk's raw bytes; a chunk is never stored larger than
+/// raw) or past `chunks_max` chunks. Summed over the k closings for bytes,
+/// `k * bytes_max < k * header + 2 * raw_bytes` (each chunk counted at most once in its own
+/// segment and once as the next one's first), so `k < 2 * raw_bytes / (bytes_max - header)`;
+/// closings for chunks are at most `chunks / chunks_max`; the last segment is never closed.
+fn segments_bound_for(raw_bytes: u64, chunks: u64, bytes_max: usize, chunks_max: usize) -> u64 {
+    let room = bytes_max.saturating_sub(format::SEGMENT_HEADER_LEN).max(1) as u64;
+    (2 * raw_bytes) / room + chunks / chunks_max.max(1) as u64 + 1
 }
 
 /// Write the sink's segment (if it holds any chunk) and the manifest, make both durable, then
@@ -418,6 +432,40 @@ mod tests {
     use crate::state::{Key, Value};
     use crate::storage::SimFs;
     use crate::version::{self, ChunkIndex};
+
+    /// However chunk sizes fall, a sink never uses more segment ids than the bound reserves
+    /// (a merge writes into ids reserved ahead; one more would be a checkpoint's).
+    #[test]
+    fn the_segment_bound_covers_every_chunk_size_mix() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for case in 0..300 {
+            let (bytes_max, chunks_max) = (64 + case % 7 * 50, 1 + case % 5);
+            let mut sink = ChunkSink::new(&|_| false, SegmentId(1), &Options::new());
+            (sink.bytes_max, sink.chunks_max) = (bytes_max, chunks_max);
+            let (mut raw_bytes, mut chunks) = (0u64, 0u64);
+            for i in 0..(1 + case % 40) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                // Sizes from 1 byte to twice the segment bound: small, near and past it; every
+                // third case only chunks just too big for two to share a segment (the worst).
+                let len = if case % 3 == 0 {
+                    (bytes_max - format::SEGMENT_HEADER_LEN) / 2 + 1
+                } else {
+                    1 + (x % (2 * bytes_max as u64)) as usize
+                };
+                let mut raw = vec![0u8; len];
+                let n = raw.len().min(8);
+                raw[..n].copy_from_slice(&((case * 1000 + i) as u64).to_le_bytes()[..n]);
+                raw_bytes += raw.len() as u64;
+                chunks += 1;
+                sink.add(ChunkKind::Entries, &raw);
+            }
+            let (segments, _, _) = sink.into_segments();
+            let bound = segments_bound_for(raw_bytes, chunks, bytes_max, chunks_max);
+            assert!(segments.len() as u64 <= bound, "case {case}: {} segments, bound {bound}", segments.len());
+        }
+    }
 
     /// With tiny bounds a checkpoint rolls over to several segments and splits a table into
     /// several runs; everything commits and reads back exactly.

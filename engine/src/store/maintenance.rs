@@ -219,7 +219,7 @@ impl Store {
     /// of the current HEAD. If HEAD no longer descends from the merged base (a rollback), the
     /// merge is dropped and its segments deleted.
     fn merge_runs(&self, report: &mut CompactionReport) -> Result<()> {
-        let (base, chunks, first_segment, plans) = {
+        let (base, chunks, first_segment, reserved, plans) = {
             let _commit = self.shared.commit_lock()?;
             let mut inner = self.shared.lock()?;
             let Some(base) = &inner.base else { return Ok(()) };
@@ -234,11 +234,14 @@ impl Store {
             if plans.is_empty() {
                 return Ok(());
             }
-            let (mut bytes, mut count) = (0u64, 0u64);
+            // What the merged runs can hold at most: their entries chunks re-cut (each entry
+            // once, plus a kind byte per chunk, a chunk per entry at worst) and their run
+            // indexes (per chunk a hash, counts and a first key no longer than the chunk).
+            let (mut raw_bytes, mut chunk_count) = (0u64, 0u64);
             for (i, start) in &plans {
                 for run in base.manifest.tables.get(*i).and_then(|t| t.runs.get(*start..)).unwrap_or_default() {
-                    bytes += run.data_bytes;
-                    count += run.chunks + 1;
+                    raw_bytes += 2 * run.data_bytes + 64 * run.entries + 64;
+                    chunk_count += 2 * run.entries + 2;
                 }
             }
             let base = base.manifest.clone();
@@ -247,8 +250,9 @@ impl Store {
             // at a time), so every chunk it lists stays stored.
             let chunks = inner.chunks.clone();
             let first_segment = SegmentId(inner.next_segment);
-            inner.next_segment += checkpoint::Staged::segments_bound(bytes, count);
-            (base, chunks, first_segment, plans)
+            let reserved = checkpoint::Staged::segments_bound(raw_bytes, chunk_count);
+            inner.next_segment += reserved;
+            (base, chunks, first_segment, reserved, plans)
         };
         let started = Instant::now();
         let st = self.shared.storage.as_ref();
@@ -266,6 +270,13 @@ impl Store {
             merged.insert(table.name.clone(), (table.runs.len(), runs));
         }
         let mut staged = checkpoint::Staged::from_sink(sink);
+        // The ids past the reservation are a checkpoint's: never write there (the bound says
+        // it cannot happen; this makes a mistake in it an error instead of a lost segment).
+        if staged.segment_ids().iter().any(|id| id.0 >= first_segment.0 + reserved) {
+            return Err(Error::InvalidArgument(format!(
+                "internal: a merge needs more than the {reserved} segment ids reserved for it"
+            )));
+        }
         if let Err(e) = staged.write(st) {
             self.shared.lock()?.poison(&e);
             return Err(e);
@@ -484,9 +495,10 @@ impl Store {
     /// committed (HEAD's high-water mark names it), and point the chunk index at the copies.
     /// Returns the segments that are now dead (to be deleted by `sweep`).
     ///
-    /// The copy is read and written without any lock (its segment id is reserved first; the
-    /// chunks it copies stay where the plan's index says, since only this compaction moves
-    /// or deletes segments); only the HEAD commit and the index update take the locks.
+    /// The copy is read and written without any lock (its segment id is reserved first, under
+    /// the commit lock like every id; the chunks it copies stay where the plan's index says,
+    /// since only this compaction moves or deletes segments); only the id reservation, the
+    /// HEAD commit and the index update take the locks.
     fn rewrite_sparse(&self, plan: &GcPlan, report: &mut CompactionReport) -> Result<Vec<SegmentId>> {
         let mut dead: Vec<SegmentId> = plan.uses.iter().filter(|(_, u)| u.live.is_empty()).map(|(id, _)| *id).collect();
         let sparse: Vec<SegmentId> = plan
@@ -502,6 +514,9 @@ impl Store {
             return Ok(dead);
         }
         let new_id = {
+            // Segment ids are allocated under the commit lock only: a checkpoint holds it from
+            // taking its first id until its commit moves `next_segment` past what it wrote.
+            let _commit = self.shared.commit_lock()?;
             let mut inner = self.shared.lock()?;
             let id = SegmentId(inner.next_segment);
             inner.next_segment += 1;
