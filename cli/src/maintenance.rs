@@ -69,6 +69,7 @@ fn summary(report: &CompactionReport, before: &Stats, after: &Stats) -> Vec<Stri
     vec![
         merged,
         format!("runs_merged: {}", report.runs_merged),
+        format!("slices_merged: {}", report.slices_merged),
         format!("checkpoints_deleted: {}", report.checkpoints_deleted),
         format!("segments_deleted: {}", report.segments_deleted),
         format!("segments_rewritten: {}", report.segments_rewritten),

@@ -40,7 +40,8 @@ pub type CheckpointListener = std::sync::Arc<dyn Fn(&crate::CheckpointRecord) + 
 /// | [`create_if_missing`](Options::create_if_missing) | `true` | create the store directory if it does not hold a store |
 /// | [`read_only`](Options::read_only) | `false` | open for reading only: shared lock, nothing written or removed |
 /// | [`retention`](Options::retention) | keep the last 10 | which checkpoints [`crate::Store::compact`] keeps |
-/// | [`max_runs_per_table`](Options::max_runs_per_table) | 8 | compaction merges a table's runs past this many (restore reads at most this many per table once compacted) |
+/// | [`max_runs_per_table`](Options::max_runs_per_table) | 11 | compaction merges a table's runs past this many (restore reads at most this many per table once compacted) |
+/// | [`merge_slices`](Options::merge_slices) | 4 | a table's base run is merged one key-range slice in this many at a time (1: whole) |
 /// | [`segment_live_fraction_min`](Options::segment_live_fraction_min) | 0.5 | GC rewrites a segment whose live bytes fall below this fraction |
 /// | [`auto_compact`](Options::auto_compact) | `false` | run [`crate::Store::compact`] after every checkpoint, on the caller's thread |
 /// | [`background_compaction`](Options::background_compaction) | `false` | run [`crate::Store::compact`] on a background thread after checkpoints commit |
@@ -58,6 +59,7 @@ pub struct Options {
     pub(crate) read_only: bool,
     pub(crate) retention: Retention,
     pub(crate) max_runs_per_table: usize,
+    pub(crate) merge_slices: usize,
     pub(crate) segment_live_fraction_min: f64,
     pub(crate) auto_compact: bool,
     pub(crate) background_compaction: bool,
@@ -78,6 +80,7 @@ impl std::fmt::Debug for Options {
             .field("read_only", &self.read_only)
             .field("retention", &self.retention)
             .field("max_runs_per_table", &self.max_runs_per_table)
+            .field("merge_slices", &self.merge_slices)
             .field("segment_live_fraction_min", &self.segment_live_fraction_min)
             .field("auto_compact", &self.auto_compact)
             .field("background_compaction", &self.background_compaction)
@@ -99,7 +102,8 @@ impl Default for Options {
             create_if_missing: true,
             read_only: false,
             retention: Retention::default(),
-            max_runs_per_table: 8,
+            max_runs_per_table: 11,
+            merge_slices: 4,
             segment_live_fraction_min: 0.5,
             auto_compact: false,
             background_compaction: false,
@@ -173,11 +177,35 @@ impl Options {
         self
     }
 
-    /// Most runs a table may have before compaction merges some (default 8, at least 1).
+    /// Most runs a table may have before compaction merges some (default 11, at least 1).
+    ///
+    /// A restore reads at most this many runs per table once compacted. Every checkpoint
+    /// that changes a table adds a run, so with compaction after each checkpoint a merge
+    /// comes every `max_runs_per_table - 1` checkpoints or so. The default is the default
+    /// retention window (the last 10) plus one: merges then come a window apart, and the
+    /// retained checkpoints usually hold the chunks of at most one merge's replaced runs.
     pub fn max_runs_per_table(mut self, runs: usize) -> Self {
         self.max_runs_per_table = runs;
         self
     }
+
+    /// In how many key-range slices a merge takes in a table's base run (default 4, from 1
+    /// to [`Self::MAX_MERGE_SLICES`]).
+    ///
+    /// Once a table's base (its oldest run) outweighs its newer runs twice, a merge folds the
+    /// newer runs' entries into one slice of the base at a time and lists the rest of the base
+    /// again unchanged. Every retained checkpoint older than a merge keeps the chunks the merge
+    /// replaced until retention drops it; with slices that is a slice, not a second copy of
+    /// the whole table, so space stays closer to the live data. The price is more merging
+    /// I/O: entries outside the slice are rewritten into one run at each merge. 1 merges the
+    /// whole base at once (size-tiered), writing least.
+    pub fn merge_slices(mut self, slices: usize) -> Self {
+        self.merge_slices = slices;
+        self
+    }
+
+    /// Most slices [`Self::merge_slices`] accepts.
+    pub const MAX_MERGE_SLICES: usize = 256;
 
     /// Live fraction below which GC rewrites a segment (default 0.5, from 0.0 to 1.0).
     pub fn segment_live_fraction_min(mut self, fraction: f64) -> Self {
@@ -258,6 +286,13 @@ impl Options {
         }
         if self.max_runs_per_table == 0 {
             return Err(Error::InvalidArgument("max_runs_per_table must be at least 1".into()));
+        }
+        if !(1..=Self::MAX_MERGE_SLICES).contains(&self.merge_slices) {
+            return Err(Error::InvalidArgument(format!(
+                "merge_slices {} is outside 1..={}",
+                self.merge_slices,
+                Self::MAX_MERGE_SLICES
+            )));
         }
         if !(0.0..=1.0).contains(&self.segment_live_fraction_min) {
             return Err(Error::InvalidArgument(format!(

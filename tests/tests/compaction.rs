@@ -150,31 +150,109 @@ fn a_wholly_live_segment_is_never_rewritten() -> Result<()> {
     Ok(())
 }
 
-/// A merge that leaves the oldest run alone must keep tombstones: the merged run would
-/// otherwise let a deleted key's old value in the base show through again.
+/// A merge that leaves the oldest run (or, in a slice merge, most of it) alone must keep
+/// tombstones: the merged run would otherwise let a deleted key's old value in the base show
+/// through again.
 #[test]
 fn a_partial_merge_keeps_tombstones() -> Result<()> {
-    let fs = SimFs::new();
-    let store = sim_store(&fs, opts())?;
-    let t = store.table("t")?;
-    for i in 0..2000u32 {
-        t.put(&i.to_be_bytes(), b"base value")?;
+    for slices in [1, 4] {
+        let fs = SimFs::new();
+        let opts = || opts().merge_slices(slices);
+        let store = sim_store(&fs, opts())?;
+        let t = store.table("t")?;
+        for i in 0..2000u32 {
+            t.put(&i.to_be_bytes(), b"base value")?;
+        }
+        store.checkpoint(b"base")?;
+        t.delete(&7u32.to_be_bytes())?;
+        t.delete(&1999u32.to_be_bytes())?;
+        store.checkpoint(b"delete")?;
+        for c in 0..4u32 {
+            t.put(b"small", &c.to_le_bytes())?;
+            store.checkpoint(b"small")?;
+        }
+        let expected = dump(&store)?;
+        let report = store.compact()?;
+        assert!(report.merged_into.is_some(), "{report:?}");
+        assert_eq!(report.slices_merged, u64::from(slices > 1), "{report:?}");
+        assert_eq!(store.stats()?.head_runs, 2, "the large base run is left (mostly) alone");
+        drop((t, store));
+        let store = sim_store(&fs, opts())?;
+        assert_eq!(store.table("t")?.get(&7u32.to_be_bytes())?, None, "slices {slices}");
+        assert_eq!(store.table("t")?.get(&1999u32.to_be_bytes())?, None, "slices {slices}");
+        assert_eq!(dump(&store)?, expected, "slices {slices}");
     }
-    store.checkpoint(b"base")?;
-    t.delete(&7u32.to_be_bytes())?;
-    store.checkpoint(b"delete")?;
-    for c in 0..4u32 {
-        t.put(b"small", &c.to_le_bytes())?;
-        store.checkpoint(b"small")?;
+    Ok(())
+}
+
+/// Slice merges against a model: a large table takes random puts and deletes (new keys too,
+/// below and above the existing ones), a checkpoint and a compaction per round; after each,
+/// every retained checkpoint reads exactly the model's state at it, and the head's runs stay
+/// within the bound. Merges that leave most of the base alone must happen, and write much
+/// less than the base.
+#[test]
+fn slice_merges_read_like_a_model_at_every_retained_checkpoint() -> Result<()> {
+    for slices in [2usize, 3, 5] {
+        let fs = SimFs::new();
+        let opts = Options::new()
+            .chunk_target_bytes(256)
+            .max_runs_per_table(3)
+            .merge_slices(slices)
+            .retention(Retention::keep_last(4));
+        let store = sim_store(&fs, opts.clone())?;
+        let t = store.table("t")?;
+        let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        for i in 1000..4000u32 {
+            t.put(&i.to_be_bytes(), format!("base-{i}").as_bytes())?;
+            model.insert(i.to_be_bytes().to_vec(), format!("base-{i}").into_bytes());
+        }
+        let mut states: BTreeMap<CheckpointId, BTreeMap<Vec<u8>, Vec<u8>>> = BTreeMap::new();
+        states.insert(store.checkpoint(b"base")?.id, model.clone());
+        let mut rng = 0x2545_f491_4f6c_dd1du64 ^ slices as u64;
+        let (mut slice_merges, mut base_bytes, mut least_written) = (0u64, 0u64, u64::MAX);
+        for round in 0..40u32 {
+            for _ in 0..100 {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                let key = ((rng >> 8) % 5000).to_be_bytes().to_vec();
+                if rng.is_multiple_of(5) {
+                    t.delete(&key)?;
+                    model.remove(&key);
+                } else {
+                    let value = format!("r{round}-{}", rng % 1000).into_bytes();
+                    t.put(&key, &value)?;
+                    model.insert(key, value);
+                }
+            }
+            let id = store.checkpoint(&round.to_le_bytes())?.id;
+            states.insert(id, model.clone());
+            let report = store.compact()?;
+            if let Some(merged) = report.merged_into {
+                states.insert(merged, model.clone());
+            }
+            if report.slices_merged > 0 {
+                slice_merges += 1;
+                least_written = least_written.min(report.bytes_written);
+            }
+            let stats = store.stats()?;
+            assert!(stats.head_runs <= 3, "{stats:?}");
+            base_bytes = base_bytes.max(stats.live_bytes);
+            for c in store.checkpoints()? {
+                let want = states.get(&c.id).unwrap_or_else(|| panic!("checkpoint {} is not in the model", c.id));
+                let view = store.at(c.id)?;
+                let got: BTreeMap<Vec<u8>, Vec<u8>> = view.range("t", ..)?.into_iter().collect();
+                assert!(&got == want, "slices {slices}, round {round}: checkpoint {} differs", c.id);
+            }
+        }
+        assert!(slice_merges >= 10, "slices {slices}: only {slice_merges} slice merges");
+        assert!(least_written * 2 < base_bytes, "slices {slices}: a slice merge wrote {least_written} bytes");
+        assert!(store.verify()?.is_ok());
+        drop((t, store));
+        let store = sim_store(&fs, opts)?;
+        let got: BTreeMap<Vec<u8>, Vec<u8>> = store.table("t")?.range(..)?.into_iter().collect();
+        assert!(got == model, "slices {slices}: reopened head differs");
     }
-    let expected = dump(&store)?;
-    let report = store.compact()?;
-    assert!(report.merged_into.is_some(), "{report:?}");
-    assert_eq!(store.stats()?.head_runs, 2, "the large base run is left alone");
-    drop((t, store));
-    let store = sim_store(&fs, opts())?;
-    assert_eq!(store.table("t")?.get(&7u32.to_be_bytes())?, None);
-    assert_eq!(dump(&store)?, expected);
     Ok(())
 }
 

@@ -1,7 +1,8 @@
 //! Crash safety and concurrency of compaction and GC on the simulated disk:
-//! - a crash after every single storage operation of a compaction (merge, retention) and of
-//!   a GC (segment deletes and rewrites), each followed by reopen: every retained checkpoint
-//!   still reads exactly as before, and the next compaction cleans the leftovers;
+//! - a crash after every single storage operation of a compaction (merge, slice merge,
+//!   retention) and of a GC (segment deletes and rewrites), each followed by reopen: every
+//!   retained checkpoint still reads exactly as before, and the next compaction cleans the
+//!   leftovers;
 //! - a checkpoint interleaved at every step boundary of a GC, including one that reuses chunks
 //!   of segments the GC found dead, never references a deleted chunk.
 
@@ -47,9 +48,21 @@ fn round(store: &Store, c: u32) -> Result<CheckpointId> {
 /// first round's segment is now partly live (its "v" run is, its "t" run is not), ready for a
 /// compaction with [`retention`] that merges, deletes and rewrites segments.
 /// Returns every checkpoint's state.
+/// Stage 3: a large base checkpoint (keys between those the rounds write), then stage 0's
+/// 12 checkpoints: the base outweighs the rest, so the merge is a slice merge.
 fn setup(fs: &SimFs, stage: u32) -> Result<(Store, BTreeMap<CheckpointId, Dump>)> {
     let store = sim_store(fs, opts())?;
     let mut states = BTreeMap::new();
+    if stage == 3 {
+        let t = store.table("t")?;
+        for i in 0..2000u32 {
+            let mut key = (i / 20).to_be_bytes().to_vec();
+            key.push(i as u8);
+            t.put(&key, format!("base-{i}").as_bytes())?;
+        }
+        let id = store.checkpoint(b"base")?.id;
+        states.insert(id, dump(&store)?);
+    }
     for c in 0..12 {
         let id = round(&store, c)?;
         states.insert(id, dump(&store)?);
@@ -100,7 +113,7 @@ fn check_all(
 #[test]
 fn crash_after_every_operation_of_compaction_and_gc() -> Result<()> {
     let mut images = 0;
-    for stage in [0, 2] {
+    for stage in [0, 2, 3] {
         // Dry run: what a clean compaction keeps and how many operations it takes.
         let fs = SimFs::new();
         let (store, mut states) = setup(&fs, stage)?;
@@ -115,6 +128,9 @@ fn crash_after_every_operation_of_compaction_and_gc() -> Result<()> {
                 report.segments_deleted > 0 && report.segments_rewritten > 0,
                 "stage 2 exercises the GC: {report:?}"
             );
+        }
+        if stage == 3 {
+            assert!(report.slices_merged > 0, "stage 3 merges a slice: {report:?}");
         }
         drop(store);
 

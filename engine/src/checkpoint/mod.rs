@@ -105,6 +105,16 @@ impl<'a> ChunkSink<'a> {
         self.new += 1;
     }
 
+    /// End the current segment (if it holds anything): what is added next goes to a new one.
+    /// A merge seals between outputs that die at different times, so that each segment
+    /// empties at once and the GC never has to copy the survivors of a half-dead one.
+    pub(crate) fn seal(&mut self) {
+        if !self.segment.is_empty() {
+            let next = SegmentWriter::new(SegmentId(self.segment.id().0 + 1));
+            self.finished.push(std::mem::replace(&mut self.segment, next));
+        }
+    }
+
     /// The segments written, in id order (empty ones left out).
     fn into_segments(self) -> (Vec<SegmentWriter>, u64, Vec<ChunkHash>) {
         let mut segments = self.finished;
@@ -178,6 +188,17 @@ struct RunBuilder {
 impl RunBuilder {
     const EMPTY_INDEX_BYTES: usize = 1 + 10;
 
+    fn new(index_bytes_max: usize) -> Self {
+        RunBuilder {
+            runs: Vec::new(),
+            index: RunIndex::default(),
+            index_bytes: Self::EMPTY_INDEX_BYTES,
+            entries: 0,
+            data_bytes: 0,
+            index_bytes_max,
+        }
+    }
+
     fn push(&mut self, sink: &mut ChunkSink<'_>, cut: &Cut, hash: ChunkHash, first_key: &[u8]) {
         let index_entry_bytes = 32 + 10 + 10 + first_key.len();
         if !self.index.chunks.is_empty() && self.index_bytes + index_entry_bytes > self.index_bytes_max {
@@ -188,6 +209,19 @@ impl RunBuilder {
         self.entries += cut.entries;
         self.index_bytes += index_entry_bytes;
         self.index.chunks.push(RunIndexEntry { hash, entries: cut.entries, first_key: first_key.to_vec() });
+    }
+
+    /// List a stored entries chunk (`raw_len` bytes) again, without writing it.
+    fn push_ref(&mut self, sink: &mut ChunkSink<'_>, chunk: &RunIndexEntry, raw_len: u64) {
+        let index_entry_bytes = 32 + 10 + 10 + chunk.first_key.len();
+        if !self.index.chunks.is_empty() && self.index_bytes + index_entry_bytes > self.index_bytes_max {
+            self.finish(sink);
+        }
+        sink.reused.push(chunk.hash);
+        self.data_bytes += raw_len;
+        self.entries += chunk.entries;
+        self.index_bytes += index_entry_bytes;
+        self.index.chunks.push(chunk.clone());
     }
 
     fn finish(&mut self, sink: &mut ChunkSink<'_>) {
@@ -215,15 +249,49 @@ fn write_runs_bounded(
     index_bytes_max: usize,
     threads: usize,
 ) -> Vec<RunRef> {
+    let mut runs = RunBuilder::new(index_bytes_max);
+    cut_entries(sink, &mut runs, entries, target, threads);
+    runs.finish(sink);
+    runs.runs
+}
+
+/// A stored entries chunk listed again by a spliced run, with its raw length.
+pub(crate) type ChunkRef = (RunIndexEntry, u64);
+
+/// Write a run made of stored chunks around new ones: the chunks of `before`, then `entries`
+/// cut into new chunks, then the chunks of `after`, in that key order (the caller keeps
+/// every key of `entries` after those of `before` and before those of `after`). The stored
+/// chunks are listed again, not rewritten: a slice merge re-cuts only its slice of a run.
+/// Returns the runs, as [`write_run`] does.
+pub(crate) fn write_spliced_run(
+    sink: &mut ChunkSink<'_>,
+    before: &[ChunkRef],
+    entries: &mut CapturedEntries,
+    after: &[ChunkRef],
+    target: usize,
+    threads: usize,
+) -> Vec<RunRef> {
+    let mut runs = RunBuilder::new(RUN_INDEX_BYTES_MAX);
+    for (chunk, raw_len) in before {
+        runs.push_ref(sink, chunk, *raw_len);
+    }
+    cut_entries(sink, &mut runs, entries, target, threads);
+    for (chunk, raw_len) in after {
+        runs.push_ref(sink, chunk, *raw_len);
+    }
+    runs.finish(sink);
+    runs.runs
+}
+
+/// Sort `entries`, cut them into chunks, and add the chunks to `runs`.
+fn cut_entries(
+    sink: &mut ChunkSink<'_>,
+    runs: &mut RunBuilder,
+    entries: &mut CapturedEntries,
+    target: usize,
+    threads: usize,
+) {
     entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    let mut runs = RunBuilder {
-        runs: Vec::new(),
-        index: RunIndex::default(),
-        index_bytes: RunBuilder::EMPTY_INDEX_BYTES,
-        entries: 0,
-        data_bytes: 0,
-        index_bytes_max,
-    };
     let mut batch: Vec<Cut> = Vec::new();
     let mut batch_bytes = 0;
     let flush = |batch: &mut Vec<Cut>, sink: &mut ChunkSink<'_>, runs: &mut RunBuilder| {
@@ -255,14 +323,12 @@ fn write_runs_bounded(
             batch.push(Cut { raw, entries: chunk_entries, first });
             chunk_entries = 0;
             if batch_bytes >= HASH_BATCH_BYTES {
-                flush(&mut batch, sink, &mut runs);
+                flush(&mut batch, sink, runs);
                 batch_bytes = 0;
             }
         }
     }
-    flush(&mut batch, sink, &mut runs);
-    runs.finish(sink);
-    runs.runs
+    flush(&mut batch, sink, runs);
 }
 
 fn entries_key(entries: &CapturedEntries, i: usize) -> &[u8] {

@@ -25,6 +25,8 @@ pub struct CompactionReport {
     pub merged_into: Option<crate::CheckpointId>,
     /// Runs merged away (runs before minus runs after, over all tables).
     pub runs_merged: u64,
+    /// Tables whose base run took in a slice ([`crate::Options::merge_slices`]).
+    pub slices_merged: u64,
     /// Checkpoints retention removed.
     pub checkpoints_deleted: u64,
     /// Segments deleted.

@@ -224,12 +224,13 @@ impl Store {
             let mut inner = self.shared.lock()?;
             let Some(base) = &inner.base else { return Ok(()) };
             let max_runs = self.shared.opts.max_runs_per_table;
-            let plans: Vec<(usize, usize)> = base
+            let slices = self.shared.opts.merge_slices;
+            let plans: Vec<(usize, merge::Plan)> = base
                 .manifest
                 .tables
                 .iter()
                 .enumerate()
-                .filter_map(|(i, t)| merge::merge_start(&t.runs, max_runs).map(|start| (i, start)))
+                .filter_map(|(i, t)| merge::plan(&t.runs, max_runs, slices).map(|plan| (i, plan)))
                 .collect();
             if plans.is_empty() {
                 return Ok(());
@@ -237,9 +238,19 @@ impl Store {
             // What the merged runs can hold at most: their entries chunks re-cut (each entry
             // once, plus a kind byte per chunk, a chunk per entry at worst) and their run
             // indexes (per chunk a hash, counts and a first key no longer than the chunk).
-            let (mut raw_bytes, mut chunk_count) = (0u64, 0u64);
-            for (i, start) in &plans {
-                for run in base.manifest.tables.get(*i).and_then(|t| t.runs.get(*start..)).unwrap_or_default() {
+            // A slice merge writes part of what a merge of all its runs would, plus its
+            // listing of the base's other chunks (at most one index entry per base entry), and
+            // seals its segments twice (a segment id each).
+            let (mut raw_bytes, mut chunk_count, mut seals) = (0u64, 0u64, 0u64);
+            for (i, plan) in &plans {
+                let start = match plan {
+                    merge::Plan::Runs { start } => *start,
+                    merge::Plan::Slice => {
+                        seals += 2;
+                        0
+                    }
+                };
+                for run in base.manifest.tables.get(*i).and_then(|t| t.runs.get(start..)).unwrap_or_default() {
                     raw_bytes += 2 * run.data_bytes + 64 * run.entries + 64;
                     chunk_count += 2 * run.entries + 2;
                 }
@@ -250,7 +261,7 @@ impl Store {
             // at a time), so every chunk it lists stays stored.
             let chunks = inner.chunks.clone();
             let first_segment = SegmentId(inner.next_segment);
-            let reserved = checkpoint::Staged::segments_bound(raw_bytes, chunk_count);
+            let reserved = checkpoint::Staged::segments_bound(raw_bytes, chunk_count) + seals;
             inner.next_segment += reserved;
             (base, chunks, first_segment, reserved, plans)
         };
@@ -260,13 +271,31 @@ impl Store {
         let mut sink = ChunkSink::new(&stored, first_segment, &self.shared.opts);
         // Per merged table: how many of the base's runs the merged runs replace, and them.
         let mut merged: BTreeMap<String, (usize, Vec<format::RunRef>)> = BTreeMap::new();
-        for (i, start) in plans {
+        let opts = &self.shared.opts;
+        let (target, threads) = (opts.chunk_target_bytes, opts.hash_threads);
+        for (i, plan) in plans {
             let Some(table) = base.tables.get(i) else { continue };
-            let mut entries = merge::merged_entries(st, &chunks, table, start)?;
-            let mut runs: Vec<format::RunRef> = table.runs.get(..start).unwrap_or_default().to_vec();
-            let opts = &self.shared.opts;
-            runs.extend(checkpoint::write_run(&mut sink, &mut entries, opts.chunk_target_bytes, opts.hash_threads));
-            report.runs_merged += (table.runs.len() - runs.len()) as u64;
+            let runs = match plan {
+                merge::Plan::Runs { start } => {
+                    let mut entries = merge::merged_entries(st, &chunks, table, start)?;
+                    let mut runs: Vec<format::RunRef> = table.runs.get(..start).unwrap_or_default().to_vec();
+                    runs.extend(checkpoint::write_run(&mut sink, &mut entries, target, threads));
+                    runs
+                }
+                merge::Plan::Slice => {
+                    let merge::SliceMerge { before, mut slice, after, mut rest } =
+                        merge::slice_merge(st, &chunks, table, opts.merge_slices)?;
+                    report.slices_merged += 1;
+                    // The new slice and the rest die at different merges: separate segments.
+                    sink.seal();
+                    let mut runs =
+                        checkpoint::write_spliced_run(&mut sink, &before, &mut slice, &after, target, threads);
+                    sink.seal();
+                    runs.extend(checkpoint::write_run(&mut sink, &mut rest, target, threads));
+                    runs
+                }
+            };
+            report.runs_merged += table.runs.len().saturating_sub(runs.len()) as u64;
             merged.insert(table.name.clone(), (table.runs.len(), runs));
         }
         let mut staged = checkpoint::Staged::from_sink(sink);

@@ -8,7 +8,7 @@ mod manifests;
 pub(crate) use chunks::{read_segment_table, ChunkIndex};
 pub(crate) use manifests::{check_manifest_invariants, load_manifest, read_head};
 
-use crate::format::{self, ChunkHash, ManifestTable, RunIndex, RunRef};
+use crate::format::{self, ChunkHash, ManifestTable, RunIndex, RunIndexEntry, RunRef};
 use crate::state::{Key, TableData, Value};
 use crate::storage::{segment_name, Storage};
 use crate::{Error, Result};
@@ -61,16 +61,44 @@ pub(crate) fn for_each_run_entry(
     index: &ChunkIndex,
     table_name: &str,
     run: &RunRef,
-    mut f: impl FnMut(&[u8], Option<&[u8]>),
+    f: impl FnMut(&[u8], Option<&[u8]>),
 ) -> Result<()> {
+    let run_index = read_checked_run_index(storage, index, table_name, run)?;
+    let entries = for_each_chunk_entry(storage, index, &run_index.chunks, f)?;
+    if entries != run.entries {
+        let object = format!("run {} of table {table_name}", run.index.to_hex());
+        return Err(Error::corrupted(object, "entry count differs from the manifest"));
+    }
+    Ok(())
+}
+
+/// The run index of `run`, checked to list as many chunks as the manifest says.
+pub(crate) fn read_checked_run_index(
+    storage: &dyn Storage,
+    index: &ChunkIndex,
+    table_name: &str,
+    run: &RunRef,
+) -> Result<RunIndex> {
     let run_index = read_run_index(storage, index, &run.index)?;
-    let object = format!("run {} of table {table_name}", run.index.to_hex());
     if run_index.chunks.len() as u64 != run.chunks {
+        let object = format!("run {} of table {table_name}", run.index.to_hex());
         return Err(Error::corrupted(object, "chunk count differs from the manifest"));
     }
+    Ok(run_index)
+}
+
+/// Call `f` with every entry of the listed chunks (consecutive chunks of one run index), in
+/// order, checking each chunk's first key and entry count against the index and that chunks
+/// do not overlap. Returns how many entries were handed on.
+pub(crate) fn for_each_chunk_entry(
+    storage: &dyn Storage,
+    index: &ChunkIndex,
+    chunks: &[RunIndexEntry],
+    mut f: impl FnMut(&[u8], Option<&[u8]>),
+) -> Result<u64> {
     let mut entries = 0u64;
     let mut last_key: Option<Vec<u8>> = None;
-    for c in &run_index.chunks {
+    for c in chunks {
         let raw = read_chunk(storage, index, &c.hash)?;
         let object = format!("chunk {}", c.hash.to_hex());
         // One pass hands on the entries and notes the chunk's first and last keys: the run
@@ -99,10 +127,7 @@ pub(crate) fn for_each_run_entry(
         }
         entries += n;
     }
-    if entries != run.entries {
-        return Err(Error::corrupted(object, "entry count differs from the manifest"));
-    }
-    Ok(())
+    Ok(entries)
 }
 
 #[cfg(test)]
