@@ -33,6 +33,8 @@ pub struct BenchArgs {
     /// Compact in the background during the rounds, at most this many MB/s (0: unbounded);
     /// `None`: no compaction.
     pub background_compaction_mb_per_s: Option<u64>,
+    /// [`cairn::Options::merge_slices`] of the store.
+    pub merge_slices: usize,
 }
 
 fn io(what: &str, e: std::io::Error) -> CliError {
@@ -227,7 +229,7 @@ fn run(args: &BenchArgs) -> Result<(), CliError> {
     let store_dir = args.dir.join("store");
     let mut versions = vec![0u64; s as usize];
     let t = Instant::now();
-    let mut opts = Options::new();
+    let mut opts = Options::new().merge_slices(args.merge_slices);
     if let Some(rate) = args.background_compaction_mb_per_s {
         opts = opts
             .background_compaction(true)

@@ -67,6 +67,10 @@ enum Command {
         /// writing at most MB megabytes per second on average (0: unbounded).
         #[arg(long, value_name = "MB")]
         background_compaction: Option<u64>,
+        /// With --background-compaction: merge a table's base this many key-range slices at a
+        /// time (1: the whole base; see `Options::merge_slices`).
+        #[arg(long, value_name = "N", default_value_t = cairn::Options::DEFAULT_MERGE_SLICES)]
+        merge_slices: usize,
     },
     /// Run a word-count stream job on a store, resuming from its head checkpoint.
     #[command(long_about = "Run a word-count stream job on a store, resuming from its head checkpoint.\n\n\
@@ -259,10 +263,12 @@ pub fn emit(text: &str) -> Result<(), CliError> {
 
 fn run(cli: Cli) -> Result<bool, CliError> {
     match cli.command {
-        Command::Bench { keys, dirty, rounds, zipf, json, dir, background_compaction } => {
+        Command::Bench { keys, dirty, rounds, zipf, json, dir, background_compaction, merge_slices } => {
             let dir = dir.unwrap_or_else(|| PathBuf::from(format!("cairn-bench-{}", std::process::id())));
             let background_compaction_mb_per_s = background_compaction;
-            bench::bench(&bench::BenchArgs { keys, dirty, rounds, zipf, json, dir, background_compaction_mb_per_s })?
+            let args =
+                bench::BenchArgs { keys, dirty, rounds, zipf, json, dir, background_compaction_mb_per_s, merge_slices };
+            bench::bench(&args)?
         }
         Command::Demo { dir, events, checkpoint_every, crash_after, shards } => {
             let args = demo::DemoArgs { dir: &dir, events, checkpoint_every, crash_after };

@@ -103,7 +103,7 @@ impl Default for Options {
             read_only: false,
             retention: Retention::default(),
             max_runs_per_table: 11,
-            merge_slices: 4,
+            merge_slices: Options::DEFAULT_MERGE_SLICES,
             segment_live_fraction_min: 0.5,
             auto_compact: false,
             background_compaction: false,
@@ -203,6 +203,9 @@ impl Options {
         self.merge_slices = slices;
         self
     }
+
+    /// The default of [`Self::merge_slices`].
+    pub const DEFAULT_MERGE_SLICES: usize = 4;
 
     /// Most slices [`Self::merge_slices`] accepts.
     pub const MAX_MERGE_SLICES: usize = 256;
