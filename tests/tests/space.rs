@@ -5,7 +5,7 @@
 //! after every checkpoint.
 //!
 //! The target is 1.5x; this design does not reach it. Measured with this seed (the test is
-//! deterministic): at most 1.827x, and at most 1.609x once the first 100 checkpoints have
+//! deterministic): at most 1.647x, and at most 1.609x once the first 100 checkpoints have
 //! passed. Whole-base merges (`merge_slices(1)`) reach 2.66x.
 //!
 //! Where the rest goes: every retained checkpoint older than a merge keeps the chunks that
@@ -13,10 +13,10 @@
 //! chunk of a merged range changes, so content addressing cannot share them. A slice merge
 //! replaces a quarter of the base and the folded rest (about 4 MB here) where a whole-base
 //! merge replaces all of it (12 MB); merges a window apart (`max_runs_per_table(11)`) keep
-//! that to one merge's worth. The early peak is the load's segment, which holds every slice
-//! until GC finds it half dead. Going lower needs fewer bytes rewritten per merge while
-//! keeping the run bound, which more slices do not give: the rest rewritten at each merge
-//! grows with them.
+//! that to one merge's worth. The early peak is the load's segments, which hold several
+//! slices each until the GC finds them half dead. Going lower needs fewer bytes rewritten
+//! per merge while keeping the run bound, which more slices do not give: the rest rewritten
+//! at each merge grows with them (6 slices: 1.67x after round 100, 8 slices: 1.76x).
 
 use cairn::storage::SimFs;
 use cairn::{Options, Result, Retention};
@@ -29,8 +29,8 @@ const DIRTY: u64 = 1_000;
 const RETAINED: usize = 10;
 const MAX_RUNS: usize = 11;
 const SLICES: usize = 4;
-/// The worst ratio measured (1.827) plus a margin; the target is 1.5.
-const WORST_MEASURED: f64 = 1.85;
+/// The worst ratio measured (1.647) plus a margin; the target is 1.5.
+const WORST_MEASURED: f64 = 1.67;
 /// The worst ratio measured after the first 100 checkpoints (1.609) plus a margin.
 const STEADY_MEASURED: f64 = 1.63;
 

@@ -35,10 +35,13 @@ pub(crate) struct Persisted {
 }
 
 /// Most chunks in one segment, and most bytes: a checkpoint or merge that writes more rolls
-/// over to the next segment id. Keeps every chunk table within `MAX_SEGMENT_FOOTER_LEN` and
-/// segments small enough for GC to rewrite.
+/// over to the next segment id. Keeps every chunk table within `MAX_SEGMENT_FOOTER_LEN`.
+/// 4 MiB segments let space come back piece by piece: a slice merge replaces a quarter of a
+/// large base, and the segments that held only that quarter die whole instead of leaving a
+/// large segment partly dead until the GC finds it sparse (tests/space: worst 1.83x with
+/// 256 MiB segments, 1.65x with 4 MiB). Loads and restores measured no slower.
 const SEGMENT_CHUNKS_MAX: usize = 1 << 20;
-const SEGMENT_BYTES_MAX: usize = 256 * 1024 * 1024;
+const SEGMENT_BYTES_MAX: usize = 4 * 1024 * 1024;
 const _: () = assert!(SEGMENT_CHUNKS_MAX * 50 <= format::MAX_SEGMENT_FOOTER_LEN);
 
 /// Largest run index chunk written: a run whose index would grow past it is ended and the
