@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 #[derive(Clone, Debug)]
 enum Op {
     Put { table: u8, key: u8, value: u8 },
+    Fill { table: u8, value: u8 },
     Delete { table: u8, key: u8 },
     Checkpoint,
     Reopen,
@@ -27,6 +28,7 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         8 => (0..2u8, 0..24u8, any::<u8>()).prop_map(|(table, key, value)| Op::Put { table, key, value }),
+        1 => (0..2u8, any::<u8>()).prop_map(|(table, value)| Op::Fill { table, value }),
         3 => (0..2u8, 0..24u8).prop_map(|(table, key)| Op::Delete { table, key }),
         3 => Just(Op::Checkpoint),
         1 => Just(Op::Reopen),
@@ -66,9 +68,9 @@ fn key(k: u8) -> Vec<u8> {
     v
 }
 
-fn run(ops: &[Op]) -> Result<()> {
+fn run(ops: &[Op], opts: &cairn::Options) -> Result<()> {
     let mut fs = SimFs::new();
-    let mut store: Store = sim_store(&fs, model_opts())?;
+    let mut store: Store = sim_store(&fs, opts.clone())?;
     let mut model = Model { working: Dump::new(), committed: Vec::new(), head: None, pins: BTreeMap::new() };
     for op in ops {
         match op {
@@ -77,6 +79,16 @@ fn run(ops: &[Op]) -> Result<()> {
                 let v = vec![*value; usize::from(*value % 40)];
                 store.table(&name)?.put(&key(*k), &v)?;
                 model.working.entry(name).or_default().insert(key(*k), v);
+            }
+            Op::Fill { table, value } => {
+                // Put 64 keys (the other operations touch only the first 24): a checkpoint
+                // after it writes a large run, which later merges take in slice by slice.
+                let name = format!("t{table}");
+                for k in 0..64u8 {
+                    let v = vec![*value; usize::from(value.wrapping_add(k) % 40)];
+                    store.table(&name)?.put(&key(k), &v)?;
+                    model.working.entry(name.clone()).or_default().insert(key(k), v);
+                }
             }
             Op::Delete { table, key: k } => {
                 let name = format!("t{table}");
@@ -92,14 +104,14 @@ fn run(ops: &[Op]) -> Result<()> {
             }
             Op::Reopen => {
                 drop(store);
-                store = sim_store(&fs, model_opts())?;
+                store = sim_store(&fs, opts.clone())?;
                 model.working = model.restored();
             }
             Op::Crash { keep_unsynced } => {
                 let mode = if *keep_unsynced { CrashMode::KeepUnsynced } else { CrashMode::DropUnsynced };
                 fs = fs.crash_image(mode);
                 drop(store);
-                store = sim_store(&fs, model_opts())?;
+                store = sim_store(&fs, opts.clone())?;
                 model.working = model.restored();
             }
             Op::Rollback(i) => {
@@ -176,12 +188,23 @@ proptest! {
 
     #[test]
     fn store_matches_the_model(ops in prop::collection::vec(op(), 1..80)) {
-        run(&ops).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        run(&ops, &model_opts()).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    }
+
+    /// The same against a store that starts from a large base (both tables filled) and merges
+    /// past three runs, 2 to 5 slices at a time: most merges are slice merges.
+    #[test]
+    fn slice_merging_store_matches_the_model(slices in 2..6usize, ops in prop::collection::vec(op(), 1..80)) {
+        let mut all = vec![Op::Fill { table: 0, value: 1 }, Op::Fill { table: 1, value: 2 }, Op::Checkpoint];
+        all.extend(ops);
+        let opts = tiny_chunks().max_runs_per_table(3).merge_slices(slices);
+        run(&all, &opts).map_err(|e| TestCaseError::fail(e.to_string()))?;
     }
 }
 
 /// Tiny chunks and a bound of four runs: merges every few checkpoints, some of them partial
-/// (not including the oldest run, so they must keep tombstones).
+/// (not including the oldest run, so they must keep tombstones), some slice merges (after a
+/// `Fill`, the base outweighs the small runs above it).
 fn model_opts() -> cairn::Options {
     tiny_chunks().max_runs_per_table(4)
 }
