@@ -114,6 +114,39 @@ fn an_aborted_checkpoint_writes_nothing_and_its_writes_go_to_the_next() -> Resul
     Ok(())
 }
 
+/// A checkpoint larger than a segment writes each full segment while it still encodes the
+/// rest (so it never holds all of them in memory). Aborted after the first such write, it
+/// deletes what it wrote: no segment file is left, and the next checkpoint writes it all.
+#[test]
+fn an_aborted_checkpoint_deletes_the_segments_it_wrote_ahead() -> Result<()> {
+    let fs = SimFs::new();
+    let store = sim_store(&fs, Options::new())?;
+    let t = store.table("t")?;
+    for i in 0..100_000u64 {
+        t.put(&key(i), &[i as u8; 100])?;
+    }
+    let segment_files = || fs.files().into_iter().filter(|f| f.starts_with("segments/")).count();
+    fs.hold_writes();
+    let handle = store.checkpoint_async(b"aborted")?;
+    // Held at its first segment write, well before its last chunk is cut (11 MB, 4 MiB
+    // segments).
+    fs.wait_for_held_write();
+    handle.abort();
+    fs.release_writes();
+    assert!(matches!(handle.wait(), Err(Error::Aborted(_))));
+    assert_eq!(segment_files(), 0, "{:?}", fs.files());
+    let stats = store.stats()?;
+    assert_eq!((stats.checkpoints, stats.segments, stats.dirty_keys), (0, 0, 100_000));
+    let info = store.checkpoint(b"whole")?;
+    assert!(segment_files() >= 3, "{:?}", fs.files());
+    drop((t, store));
+    let store = sim_store(&fs, Options::new())?;
+    assert_eq!(store.head()?.map(|h| h.id), Some(info.id));
+    assert_eq!(store.table("t")?.get(&key(99_999))?, Some(vec![99_999u64 as u8; 100]));
+    assert_eq!(store.table("t")?.len()?, 100_000);
+    Ok(())
+}
+
 /// With `WhenBusy::Refuse` a trigger past the in-flight bound is refused and captures nothing.
 #[test]
 fn a_trigger_past_the_in_flight_bound_is_refused_and_captures_nothing() -> Result<()> {

@@ -62,6 +62,31 @@ pub(crate) struct ChunkSink<'a> {
     new: u64,
     chunks_max: usize,
     bytes_max: usize,
+    /// Where full segments are written at once ([`ChunkSink::spilling`]); `None`: all are
+    /// kept in memory until [`Staged::write`] or the commit.
+    spill: Option<&'a dyn Storage>,
+    /// The segments `spill` wrote, encoded length and chunk table.
+    spilled: Vec<StagedSegment>,
+    /// The first error writing a full segment met; nothing more is written, and the commit
+    /// (or [`Staged::write`]) returns it.
+    spill_error: Option<Error>,
+}
+
+/// A segment a sink built: encoded and not yet written, or written by a spilling sink.
+pub(crate) struct StagedSegment {
+    id: SegmentId,
+    /// The encoded segment; `None` once written.
+    bytes: Option<Vec<u8>>,
+    len: u64,
+    chunks: Vec<SegmentChunk>,
+}
+
+impl StagedSegment {
+    fn encode(w: SegmentWriter) -> Self {
+        let id = w.id();
+        let (bytes, chunks) = w.finish();
+        StagedSegment { id, len: bytes.len() as u64, bytes: Some(bytes), chunks }
+    }
 }
 
 impl<'a> ChunkSink<'a> {
@@ -81,7 +106,25 @@ impl<'a> ChunkSink<'a> {
             new: 0,
             chunks_max: SEGMENT_CHUNKS_MAX,
             bytes_max: SEGMENT_BYTES_MAX,
+            spill: None,
+            spilled: Vec::new(),
+            spill_error: None,
         }
+    }
+
+    /// Write each segment to `storage` as soon as it is full, rather than holding them all
+    /// until the commit: a large checkpoint (a load) then keeps one segment in memory, not a
+    /// copy of everything it writes. The written segments are named by nothing until the
+    /// commit, like any segment written ahead of it; a caller that gives up before the
+    /// commit deletes them ([`ChunkSink::discard_spilled`]).
+    pub(crate) fn spilling(mut self, storage: &'a dyn Storage) -> Self {
+        self.spill = Some(storage);
+        self
+    }
+
+    /// Delete the segments this sink wrote already and make that durable.
+    pub(crate) fn discard_spilled(&self, storage: &dyn Storage) -> Result<()> {
+        discard(storage, &self.spilled)
     }
 
     /// Store `raw` unless a chunk with its hash exists; returns the hash.
@@ -100,8 +143,7 @@ impl<'a> ChunkSink<'a> {
         if !self.segment.is_empty()
             && (self.segment.chunk_count() >= self.chunks_max || self.segment.len() + raw.len() > self.bytes_max)
         {
-            let next = SegmentWriter::new(SegmentId(self.segment.id().0 + 1));
-            self.finished.push(std::mem::replace(&mut self.segment, next));
+            self.roll_over();
         }
         self.segment.push(hash, kind, raw, self.codec);
         self.in_segment.insert(hash);
@@ -113,12 +155,31 @@ impl<'a> ChunkSink<'a> {
     /// empties at once and the GC never has to copy the survivors of a half-dead one.
     pub(crate) fn seal(&mut self) {
         if !self.segment.is_empty() {
-            let next = SegmentWriter::new(SegmentId(self.segment.id().0 + 1));
-            self.finished.push(std::mem::replace(&mut self.segment, next));
+            self.roll_over();
         }
     }
 
-    /// The segments written, in id order (empty ones left out).
+    /// Close the current segment (kept, or written when spilling) and start the next id.
+    fn roll_over(&mut self) {
+        let next = SegmentWriter::new(SegmentId(self.segment.id().0 + 1));
+        let full = std::mem::replace(&mut self.segment, next);
+        let Some(storage) = self.spill else {
+            self.finished.push(full);
+            return;
+        };
+        // After a failed write the commit fails with that error: the rest need not be kept.
+        if self.spill_error.is_none() {
+            let mut staged = StagedSegment::encode(full);
+            let bytes = staged.bytes.take().unwrap_or_default();
+            match storage.put(&segment_name(staged.id), &bytes) {
+                Ok(()) => self.spilled.push(staged),
+                Err(e) => self.spill_error = Some(e),
+            }
+        }
+    }
+
+    /// The segments built, in id order (empty ones left out): written by spilling first,
+    /// then the ones in memory.
     fn into_segments(self) -> (Vec<SegmentWriter>, u64, Vec<ChunkHash>) {
         let mut segments = self.finished;
         if !self.segment.is_empty() {
@@ -351,7 +412,10 @@ pub(crate) struct NewManifest {
 
 /// The segments a sink built, encoded, not yet written.
 pub(crate) struct Staged {
-    segments: Vec<(SegmentId, Vec<u8>, Vec<SegmentChunk>)>,
+    /// In id order; those a spilling sink wrote already first.
+    segments: Vec<StagedSegment>,
+    /// Why a spilling sink could not write a segment.
+    spill_error: Option<Error>,
     chunks_new: u64,
     reused: Vec<ChunkHash>,
     /// Whether the segments are already durable under their names ([`Staged::write`]).
@@ -359,18 +423,13 @@ pub(crate) struct Staged {
 }
 
 impl Staged {
-    /// Encode the sink's segments.
-    pub(crate) fn from_sink(sink: ChunkSink<'_>) -> Self {
+    /// Encode the sink's segments still in memory.
+    pub(crate) fn from_sink(mut sink: ChunkSink<'_>) -> Self {
+        let mut segments = std::mem::take(&mut sink.spilled);
+        let spill_error = sink.spill_error.take();
         let (writers, chunks_new, reused) = sink.into_segments();
-        let segments = writers
-            .into_iter()
-            .map(|w| {
-                let id = w.id();
-                let (bytes, chunks) = w.finish();
-                (id, bytes, chunks)
-            })
-            .collect();
-        Staged { segments, chunks_new, reused, written: false }
+        segments.extend(writers.into_iter().map(StagedSegment::encode));
+        Staged { segments, spill_error, chunks_new, reused, written: false }
     }
 
     /// Most segments a sink can produce for at most `chunks` chunks of at most `raw_bytes`
@@ -382,8 +441,13 @@ impl Staged {
     /// Write the segments and make their names durable, ahead of the commit: a manifest
     /// naming them may then be committed later. Until it is, they are named by nothing.
     pub(crate) fn write(&mut self, storage: &dyn Storage) -> Result<()> {
-        for (id, bytes, _) in &self.segments {
-            storage.put(&segment_name(*id), bytes)?;
+        if let Some(e) = self.spill_error.take() {
+            return Err(e);
+        }
+        for segment in &mut self.segments {
+            if let Some(bytes) = segment.bytes.take() {
+                storage.put(&segment_name(segment.id), &bytes)?;
+            }
         }
         if !self.segments.is_empty() {
             storage.sync()?;
@@ -394,7 +458,7 @@ impl Staged {
 
     /// The ids of its segments.
     pub(crate) fn segment_ids(&self) -> Vec<SegmentId> {
-        self.segments.iter().map(|(id, _, _)| *id).collect()
+        self.segments.iter().map(|s| s.id).collect()
     }
 }
 
@@ -434,8 +498,11 @@ pub(crate) fn commit_staged(
     new: NewManifest,
     head: Option<Head>,
 ) -> Result<Persisted> {
-    let Staged { segments, chunks_new, reused, written } = staged;
-    let segment_bytes: u64 = segments.iter().map(|(_, b, _)| b.len() as u64).sum();
+    let Staged { mut segments, spill_error, chunks_new, reused, written } = staged;
+    if let Some(e) = spill_error {
+        return Err(e);
+    }
+    let segment_bytes: u64 = segments.iter().map(|s| s.len).sum();
     let manifest = Manifest {
         id: new.id,
         kind: new.kind,
@@ -451,19 +518,34 @@ pub(crate) fn commit_staged(
         metadata: new.metadata,
         tables: new.tables.into_iter().map(|(name, runs)| ManifestTable { name, runs }).collect(),
     };
-    // Every check runs before the first write, so a refused manifest leaves nothing behind.
-    check_manifest_invariants(&manifest).map_err(|reason| Error::corrupted(manifest_name(manifest.id), reason))?;
+    // Every check runs before the first write, so a refused manifest leaves nothing behind
+    // (segments a spilling sink wrote are deleted).
+    let refused = match check_manifest_invariants(&manifest) {
+        Err(reason) => Some(Error::corrupted(manifest_name(manifest.id), reason)),
+        Ok(()) => None,
+    };
     let (manifest_bytes, hash) = encode_manifest(&manifest);
-    if manifest_bytes.len() > format::MAX_MANIFEST_LEN {
-        return Err(Error::InvalidArgument(format!(
-            "the manifest would be {} bytes, over the bound of {}: compact to reduce the runs",
-            manifest_bytes.len(),
-            format::MAX_MANIFEST_LEN
-        )));
+    let refused = refused.or_else(|| {
+        (manifest_bytes.len() > format::MAX_MANIFEST_LEN).then(|| {
+            Error::InvalidArgument(format!(
+                "the manifest would be {} bytes, over the bound of {}: compact to reduce the runs",
+                manifest_bytes.len(),
+                format::MAX_MANIFEST_LEN
+            ))
+        })
+    });
+    if let Some(refusal) = refused {
+        if !written {
+            let spilled: Vec<StagedSegment> = segments.into_iter().filter(|s| s.bytes.is_none()).collect();
+            discard(storage, &spilled)?;
+        }
+        return Err(refusal);
     }
     if !written {
-        for (id, bytes, _) in &segments {
-            storage.put(&segment_name(*id), bytes)?;
+        for segment in &mut segments {
+            if let Some(bytes) = segment.bytes.take() {
+                storage.put(&segment_name(segment.id), &bytes)?;
+            }
         }
     }
     storage.put(&manifest_name(manifest.id), &manifest_bytes)?;
@@ -471,7 +553,7 @@ pub(crate) fn commit_staged(
     storage.sync()?;
 
     let previous = head.map_or((CheckpointId(0), SegmentId(0)), |h| (h.max_checkpoint_id, h.max_segment_id));
-    let last_segment = segments.iter().map(|(id, _, _)| *id).max();
+    let last_segment = segments.iter().map(|s| s.id).max();
     let head = Head {
         current: manifest.id,
         manifest_hash: hash,
@@ -481,8 +563,19 @@ pub(crate) fn commit_staged(
     storage.commit_head(&format::encode_head(&head))?;
     let manifest_len = manifest_bytes.len() as u64;
     let bytes_written = segment_bytes + manifest_len + HEAD_LEN as u64;
-    let segments = segments.into_iter().map(|(id, _, chunks)| (id, chunks)).collect();
+    let segments = segments.into_iter().map(|s| (s.id, s.chunks)).collect();
     Ok(Persisted { manifest, hash, head, segments, reused, bytes_written, manifest_len })
+}
+
+/// Delete `segments` (written ahead of a commit that will not happen) and make that durable.
+fn discard(storage: &dyn Storage, segments: &[StagedSegment]) -> Result<()> {
+    if segments.is_empty() {
+        return Ok(());
+    }
+    for segment in segments {
+        storage.delete(&segment_name(segment.id))?;
+    }
+    storage.sync()
 }
 
 /// Sort, chunk, hash and encode `entries` into in-memory segments with no I/O and no stored

@@ -327,7 +327,7 @@ fn persist(
         }
         true
     };
-    let mut sink = ChunkSink::new(&stored, first_segment, opts);
+    let mut sink = ChunkSink::new(&stored, first_segment, opts).spilling(shared.storage.as_ref());
     let mut new_runs: Vec<(String, Vec<RunRef>)> = Vec::new();
     let mut dirty_keys = 0u64;
     for (name, table_entries) in entries.iter_mut() {
@@ -336,6 +336,8 @@ fn persist(
         new_runs.push((name.clone(), runs));
     }
     if abort.load(Ordering::SeqCst) {
+        // An I/O error deleting what was written poisons the store instead (see `run`).
+        sink.discard_spilled(shared.storage.as_ref())?;
         return Err(Error::Aborted("aborted by its handle".into()));
     }
     // The base cannot change under the commit lock (a rollback waits for the pipeline to be
