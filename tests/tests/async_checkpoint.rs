@@ -147,6 +147,35 @@ fn an_aborted_checkpoint_deletes_the_segments_it_wrote_ahead() -> Result<()> {
     Ok(())
 }
 
+/// A write of a segment the checkpoint writes ahead (while it still encodes the rest) fails:
+/// the checkpoint fails with that error instead of committing without the segment, the store
+/// is poisoned, and a reopen finds the state before it with no segment left behind.
+#[test]
+fn a_failed_write_ahead_fails_the_checkpoint() -> Result<()> {
+    let fs = SimFs::new();
+    let store = sim_store(&fs, Options::new())?;
+    let t = store.table("t")?;
+    t.put(b"before", b"1")?;
+    let first = store.checkpoint(b"first")?;
+    for i in 0..100_000u64 {
+        t.put(&key(i), &[i as u8; 100])?;
+    }
+    // The checkpoint's first storage operation writes its first full segment (11 MB of
+    // entries, 4 MiB segments), long before its commit.
+    fs.fail_at(fs.ops() + 1, false);
+    let err = store.checkpoint(b"second").map(|_| ()).unwrap_err();
+    assert!(matches!(err, Error::Io { .. }), "{err}");
+    assert!(store.checkpoint(b"third").is_err(), "the store is poisoned");
+    drop((t, store));
+    let store = sim_store(&fs, Options::new())?;
+    assert_eq!(store.head()?.map(|h| h.id), Some(first.id));
+    assert_eq!(store.table("t")?.len()?, 1);
+    assert!(store.verify()?.is_ok());
+    let segments: Vec<String> = fs.files().into_iter().filter(|f| f.starts_with("segments/")).collect();
+    assert_eq!(segments.len(), 1, "only the first checkpoint's segment: {segments:?}");
+    Ok(())
+}
+
 /// With `WhenBusy::Refuse` a trigger past the in-flight bound is refused and captures nothing.
 #[test]
 fn a_trigger_past_the_in_flight_bound_is_refused_and_captures_nothing() -> Result<()> {

@@ -178,8 +178,8 @@ impl<'a> ChunkSink<'a> {
         }
     }
 
-    /// The segments built, in id order (empty ones left out): written by spilling first,
-    /// then the ones in memory.
+    /// The segments still in memory, in id order (empty ones left out; a spilling sink's
+    /// written ones are in `spilled`).
     fn into_segments(self) -> (Vec<SegmentWriter>, u64, Vec<ChunkHash>) {
         let mut segments = self.finished;
         if !self.segment.is_empty() {
@@ -264,28 +264,28 @@ impl RunBuilder {
     }
 
     fn push(&mut self, sink: &mut ChunkSink<'_>, cut: &Cut, hash: ChunkHash, first_key: &[u8]) {
-        let index_entry_bytes = 32 + 10 + 10 + first_key.len();
-        if !self.index.chunks.is_empty() && self.index_bytes + index_entry_bytes > self.index_bytes_max {
-            self.finish(sink);
-        }
+        let entry = RunIndexEntry { hash, entries: cut.entries, first_key: first_key.to_vec() };
+        // Listed first: a run ended by the listing has its index stored before this chunk.
+        self.list(sink, entry, cut.raw.len() as u64);
         sink.add_hashed(ChunkKind::Entries, &cut.raw, hash);
-        self.data_bytes += cut.raw.len() as u64;
-        self.entries += cut.entries;
-        self.index_bytes += index_entry_bytes;
-        self.index.chunks.push(RunIndexEntry { hash, entries: cut.entries, first_key: first_key.to_vec() });
     }
 
     /// List a stored entries chunk (`raw_len` bytes) again, without writing it.
     fn push_ref(&mut self, sink: &mut ChunkSink<'_>, chunk: &RunIndexEntry, raw_len: u64) {
+        sink.reused.push(chunk.hash);
+        self.list(sink, chunk.clone(), raw_len);
+    }
+
+    /// Add `chunk` to the run index, first ending the run if the index would pass its bound.
+    fn list(&mut self, sink: &mut ChunkSink<'_>, chunk: RunIndexEntry, raw_len: u64) {
         let index_entry_bytes = 32 + 10 + 10 + chunk.first_key.len();
         if !self.index.chunks.is_empty() && self.index_bytes + index_entry_bytes > self.index_bytes_max {
             self.finish(sink);
         }
-        sink.reused.push(chunk.hash);
         self.data_bytes += raw_len;
         self.entries += chunk.entries;
         self.index_bytes += index_entry_bytes;
-        self.index.chunks.push(chunk.clone());
+        self.index.chunks.push(chunk);
     }
 
     fn finish(&mut self, sink: &mut ChunkSink<'_>) {
@@ -520,27 +520,29 @@ pub(crate) fn commit_staged(
     };
     // Every check runs before the first write, so a refused manifest leaves nothing behind
     // (segments a spilling sink wrote are deleted).
-    let refused = match check_manifest_invariants(&manifest) {
-        Err(reason) => Some(Error::corrupted(manifest_name(manifest.id), reason)),
-        Ok(()) => None,
-    };
-    let (manifest_bytes, hash) = encode_manifest(&manifest);
-    let refused = refused.or_else(|| {
-        (manifest_bytes.len() > format::MAX_MANIFEST_LEN).then(|| {
-            Error::InvalidArgument(format!(
-                "the manifest would be {} bytes, over the bound of {}: compact to reduce the runs",
-                manifest_bytes.len(),
-                format::MAX_MANIFEST_LEN
-            ))
-        })
-    });
-    if let Some(refusal) = refused {
-        if !written {
-            let spilled: Vec<StagedSegment> = segments.into_iter().filter(|s| s.bytes.is_none()).collect();
-            discard(storage, &spilled)?;
+    let encoded = check_manifest_invariants(&manifest)
+        .map_err(|reason| Error::corrupted(manifest_name(manifest.id), reason))
+        .and_then(|()| {
+            let (bytes, hash) = encode_manifest(&manifest);
+            if bytes.len() > format::MAX_MANIFEST_LEN {
+                return Err(Error::InvalidArgument(format!(
+                    "the manifest would be {} bytes, over the bound of {}: compact to reduce the runs",
+                    bytes.len(),
+                    format::MAX_MANIFEST_LEN
+                )));
+            }
+            Ok((bytes, hash))
+        });
+    let (manifest_bytes, hash) = match encoded {
+        Ok(encoded) => encoded,
+        Err(refusal) => {
+            if !written {
+                let spilled: Vec<StagedSegment> = segments.into_iter().filter(|s| s.bytes.is_none()).collect();
+                discard(storage, &spilled)?;
+            }
+            return Err(refusal);
         }
-        return Err(refusal);
-    }
+    };
     if !written {
         for segment in &mut segments {
             if let Some(bytes) = segment.bytes.take() {

@@ -133,15 +133,15 @@ pub(crate) fn slice_merge(
         })
         .collect::<Result<_>>()?;
     // The newer runs folded (start 1: the base below them stays, so do their tombstones).
-    let newer = merged_entries(storage, index, table, 1)?;
+    let mut newer = merged_entries(storage, index, table, 1)?;
     let (a, b) = pick_slice(&chunks, &newer, slices);
     let lo = chunks.get(a).filter(|_| a > 0).map(|(c, _)| c.first_key.as_slice());
     let hi = chunks.get(b).map(|(c, _)| c.first_key.as_slice());
     let (from, to) = slice_bounds(&newer, lo, hi);
 
     let mut base_slice: CapturedEntries = Vec::new();
-    let listed = chunks.get(a..b).unwrap_or_default().iter().map(|(c, _)| c.clone()).collect::<Vec<_>>();
-    version::for_each_chunk_entry(storage, index, &listed, |key, value| {
+    let listed = chunks.get(a..b).unwrap_or_default().iter().map(|(c, _)| c);
+    version::for_each_chunk_entry(storage, index, listed, |key, value| {
         base_slice.push((Key::from(key), value.map(Value::from)));
     })?;
     // The walk checks the slice's chunks against one another; its last key must also stay
@@ -154,7 +154,6 @@ pub(crate) fn slice_merge(
             ));
         }
     }
-    let mut newer = newer;
     let after_slice = newer.split_off(to);
     let in_slice = newer.split_off(from);
     let mut rest = newer;
@@ -173,18 +172,18 @@ pub(crate) fn slice_merge(
 fn pick_slice(chunks: &[ChunkRef], newer: &CapturedEntries, slices: usize) -> (usize, usize) {
     let total: u64 = chunks.iter().map(|(_, len)| len).sum::<u64>().max(1);
     let slices = slices.max(1) as u64;
-    // Group of each chunk by where it starts within the base's bytes.
-    let mut groups: Vec<(usize, usize)> = Vec::new();
-    let mut offset = 0u64;
+    // Each chunk's group is where it starts within the base's bytes; a group starts at its
+    // first chunk.
+    let mut starts: Vec<usize> = Vec::new();
+    let (mut offset, mut last_group) = (0u64, None);
     for (i, (_, len)) in chunks.iter().enumerate() {
-        let group = (u128::from(offset) * u128::from(slices) / u128::from(total)) as usize;
-        match groups.last_mut() {
-            Some((g, _)) if *g == group => {}
-            _ => groups.push((group, i)),
+        let group = u128::from(offset) * u128::from(slices) / u128::from(total);
+        if last_group != Some(group) {
+            starts.push(i);
+            last_group = Some(group);
         }
         offset += len;
     }
-    let starts: Vec<usize> = groups.iter().map(|(_, i)| *i).collect();
     let mut best = (0, chunks.len());
     let mut best_count = None;
     for (j, &a) in starts.iter().enumerate() {

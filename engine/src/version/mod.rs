@@ -90,10 +90,10 @@ pub(crate) fn read_checked_run_index(
 /// Call `f` with every entry of the listed chunks (consecutive chunks of one run index), in
 /// order, checking each chunk's first key and entry count against the index and that chunks
 /// do not overlap. Returns how many entries were handed on.
-pub(crate) fn for_each_chunk_entry(
+pub(crate) fn for_each_chunk_entry<'a>(
     storage: &dyn Storage,
     index: &ChunkIndex,
-    chunks: &[RunIndexEntry],
+    chunks: impl IntoIterator<Item = &'a RunIndexEntry>,
     mut f: impl FnMut(&[u8], Option<&[u8]>),
 ) -> Result<u64> {
     let mut entries = 0u64;
