@@ -5,9 +5,11 @@
 //! dirty key, whether that checkpoint had the key, so that put-then-delete of a key the
 //! checkpoint never had writes nothing, and of a key it had writes a tombstone.
 
+mod data;
 mod key;
 mod order;
 
+pub(crate) use data::{shard_of, TableData, SHARDS};
 pub(crate) use key::Key;
 use order::KeyOrder;
 use std::collections::{BTreeMap, HashMap};
@@ -20,12 +22,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 /// nothing else holds it, a write of the same length overwrites it in place.
 pub(crate) type Value = Arc<[u8]>;
 
-/// A table's entries, unordered (see [`TableState`]).
-pub(crate) type TableData = HashMap<Key, Value>;
-
 /// One table of the working state.
 ///
-/// Entries are in a hash map: a put or get costs one hash probe, not a walk down a tree.
+/// Entries are in hash maps (`TableData`): a put or get costs one hash probe, not a walk down a tree.
 /// The key order that range scans need is worked out on the first scan and kept up to date
 /// by writes that add or remove keys (see `order.rs`); updates of existing keys never touch
 /// it. It sits behind its own lock so scans can build it through a shared reference (a
@@ -170,7 +169,7 @@ impl TableState {
         let order = order.get_or_insert_with(|| KeyOrder::build(self.data.keys()));
         order
             .range(lower, upper)
-            .filter_map(|k| self.data.get(k).map(|v| (k.as_slice().to_vec(), v.to_vec())))
+            .filter_map(|k| self.data.get(k.as_slice()).map(|v| (k.as_slice().to_vec(), v.to_vec())))
             .collect()
     }
 
