@@ -45,8 +45,10 @@ impl TableData {
         self.shards.get(shard_of(key))?.get(key)
     }
 
-    pub(crate) fn get_mut(&mut self, key: &[u8]) -> Option<&mut Value> {
-        self.shards.get_mut(shard_of(key))?.get_mut(key)
+    /// The shard that holds or would hold `key`.
+    pub(crate) fn shard_mut(&mut self, key: &[u8]) -> &mut HashMap<Key, Value> {
+        let shard = shard_of(key) % SHARDS;
+        &mut self.shards[shard]
     }
 
     pub(crate) fn insert(&mut self, key: Key, value: Value) -> Option<Value> {

@@ -7,6 +7,7 @@
 
 use std::borrow::Borrow;
 use std::cmp::Ordering;
+use std::collections::hash_map::{Entry, HashMap};
 use std::hash::{Hash, Hasher};
 
 /// Longest key stored inline.
@@ -39,6 +40,33 @@ impl From<&[u8]> for Key {
             Key::Heap(key.into())
         }
     }
+}
+
+/// Update `key`'s slot in `map` with `present`, or fill a new one from `absent`: one hash and
+/// one probe either way for an inline key (the common case), where a lookup then an insert
+/// would cost two. A longer key is looked up first, so updating it allocates nothing.
+pub(crate) fn upsert<V, R>(
+    map: &mut HashMap<Key, V>,
+    key: &[u8],
+    present: impl FnOnce(&mut V) -> R,
+    absent: impl FnOnce() -> (V, R),
+) -> R {
+    if key.len() <= INLINE_LEN {
+        return match map.entry(Key::from(key)) {
+            Entry::Occupied(mut slot) => present(slot.get_mut()),
+            Entry::Vacant(slot) => {
+                let (value, r) = absent();
+                slot.insert(value);
+                r
+            }
+        };
+    }
+    if let Some(slot) = map.get_mut(key) {
+        return present(slot);
+    }
+    let (value, r) = absent();
+    map.insert(Key::from(key), value);
+    r
 }
 
 // Equality, order and hash are those of the byte slice, so `[u8]` can look keys up (Borrow).

@@ -10,6 +10,7 @@ mod key;
 mod order;
 
 pub(crate) use data::{shard_of, TableData, SHARDS};
+use key::upsert;
 pub(crate) use key::Key;
 use order::KeyOrder;
 use std::collections::{BTreeMap, HashMap};
@@ -103,35 +104,40 @@ impl TableState {
     /// the base checkpoint had it.
     fn mark_dirty(&mut self, key: &[u8], present_before: bool, value: Option<Value>) {
         let new_len = value.as_ref().map_or(0, |v| v.len());
-        match self.dirty.get_mut(key) {
-            Some(d) => {
-                self.dirty_bytes = self.dirty_bytes - d.value.as_ref().map_or(0, |v| v.len()) + new_len;
-                d.value = value;
-            }
-            None => {
-                self.dirty_bytes += key.len() + new_len;
-                self.dirty.insert(Key::from(key), Dirty { base_had_it: present_before, value });
-            }
-        }
+        // Whichever of the two closures runs takes the value.
+        let value = std::cell::Cell::new(value);
+        self.dirty_bytes = upsert(
+            &mut self.dirty,
+            key,
+            |d| {
+                let old_len = d.value.as_ref().map_or(0, |v| v.len());
+                d.value = value.take();
+                self.dirty_bytes - old_len + new_len
+            },
+            || (Dirty { base_had_it: present_before, value: value.take() }, self.dirty_bytes + key.len() + new_len),
+        );
     }
 
     pub(crate) fn put(&mut self, key: &[u8], value: &[u8]) {
-        let (present, shared) = match self.data.get_mut(key) {
-            Some(slot) => {
+        let (present, shared) = upsert(
+            self.data.shard_mut(key),
+            key,
+            |slot| {
                 match Arc::get_mut(slot) {
                     // Held by nothing else (not dirty, not captured): overwrite in place.
                     Some(buf) if buf.len() == value.len() => buf.copy_from_slice(value),
                     _ => *slot = Value::from(value),
                 }
                 (true, slot.clone())
-            }
-            None => {
+            },
+            || {
                 let shared = Value::from(value);
-                self.data.insert(Key::from(key), shared.clone());
-                self.keys_changed(|order| order.inserted(key));
-                (false, shared)
-            }
-        };
+                (shared.clone(), (false, shared))
+            },
+        );
+        if !present {
+            self.keys_changed(|order| order.inserted(key));
+        }
         self.mark_dirty(key, present, Some(shared));
     }
 
@@ -289,6 +295,52 @@ mod tests {
         fn scans_agree_with_an_ordered_model(ops in proptest::collection::vec(op(24), 1..200)) {
             check(&ops);
         }
+    }
+
+    #[test]
+    fn writes_of_short_and_long_keys_keep_the_table_and_the_dirty_set_exact() {
+        // Keys on both sides of the inline limit (30 bytes), which take different paths.
+        let keys: Vec<Vec<u8>> =
+            [1usize, 16, 29, 30, 31, 64].iter().flat_map(|&len| (0u8..3).map(move |i| vec![i; len])).collect();
+        let mut table = TableState::default();
+        let in_base = |i: usize| i % 3 != 2;
+        for (i, k) in keys.iter().enumerate().filter(|(i, _)| in_base(*i)) {
+            table.put(k, &[i as u8; 4]);
+        }
+        let _base = table.take_dirty();
+        assert_eq!(table.dirty_bytes(), 0);
+        for (i, k) in keys.iter().enumerate() {
+            table.put(k, &[i as u8; 3]);
+            // A second write of a dirty key, of another length: no in-place overwrite.
+            table.put(k, &[i as u8 + 100; 5]);
+        }
+        for k in keys.iter().step_by(2) {
+            assert!(table.delete(k));
+        }
+        let mut expected_bytes = 0;
+        let mut expected: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
+        for (i, k) in keys.iter().enumerate() {
+            let deleted = i % 2 == 0;
+            assert_eq!(table.get(k).map(|v| v.to_vec()), (!deleted).then(|| vec![i as u8 + 100; 5]), "key {i}");
+            expected_bytes += k.len() + if deleted { 0 } else { 5 };
+            match (deleted, in_base(i)) {
+                (false, _) => expected.push((k.clone(), Some(vec![i as u8 + 100; 5]))),
+                (true, true) => expected.push((k.clone(), None)),
+                (true, false) => {}
+            }
+        }
+        assert_eq!(table.len(), keys.len() / 2);
+        assert_eq!(table.dirty_len(), keys.len());
+        assert_eq!(table.dirty_bytes(), expected_bytes);
+        let mut got: Vec<(Vec<u8>, Option<Vec<u8>>)> = table
+            .take_dirty()
+            .into_entries()
+            .into_iter()
+            .map(|(k, v)| (k.as_slice().to_vec(), v.map(|v| v.to_vec())))
+            .collect();
+        got.sort();
+        expected.sort();
+        assert_eq!(got, expected);
     }
 
     #[test]
