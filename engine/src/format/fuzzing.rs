@@ -28,7 +28,10 @@ pub fn segment(data: &[u8]) {
                 .ok()
                 .and_then(|start| data.get(start..start.checked_add(c.stored_len as usize)?));
             if let Some(stored) = stored {
-                if let Ok(raw) = segment_chunk_bytes(&c, stored) {
+                let copied = segment_chunk_bytes(&c, stored);
+                let owned = segment_chunk_into_raw(&c, stored.to_vec());
+                assert!(copied.as_ref().ok() == owned.as_ref().ok(), "the two chunk readers disagree");
+                if let Ok(raw) = copied {
                     assert!(ChunkHash::of(&raw) == c.hash, "a verified chunk has another hash");
                     chunk(&raw);
                 }

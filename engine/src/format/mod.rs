@@ -37,8 +37,9 @@ pub use manifest::{
 };
 pub use pins::{decode_pins, encode_pins, Pin};
 pub use segment::{
-    decode_segment, decode_segment_footer, decode_segment_header, decode_segment_trailer, segment_chunk_bytes, Codec,
-    SegmentChunk, SegmentTrailer, SegmentWriter, SEGMENT_HEADER_LEN, SEGMENT_TRAILER_LEN,
+    decode_segment, decode_segment_footer, decode_segment_header, decode_segment_trailer, segment_chunk_bytes,
+    segment_chunk_into_raw, Codec, SegmentChunk, SegmentTrailer, SegmentWriter, SEGMENT_HEADER_LEN,
+    SEGMENT_TRAILER_LEN,
 };
 
 /// The on-disk format version written by this build and the only one it reads.

@@ -281,25 +281,50 @@ pub fn decode_segment(bytes: &[u8]) -> Result<(SegmentId, Vec<SegmentChunk>), De
 }
 
 /// Turn a chunk's stored bytes back into its raw bytes and verify them against its hash.
-/// This is the only way chunk bytes read from storage reach the rest of cairn.
+/// This and [`segment_chunk_into_raw`] are the only ways chunk bytes read from storage reach
+/// the rest of cairn.
 pub fn segment_chunk_bytes(chunk: &SegmentChunk, stored: &[u8]) -> Result<Vec<u8>, DecodeError> {
+    check_stored_len(chunk, stored)?;
+    let raw = match chunk.codec {
+        Codec::None => stored.to_vec(),
+        Codec::Lz4 => decompress_lz4(chunk, stored)?,
+    };
+    verified(chunk, raw)
+}
+
+/// [`segment_chunk_bytes`] for stored bytes the caller owns: a chunk stored as is comes back
+/// in the very allocation it was read into, not copied (a restore reads every chunk of the
+/// state once; the copy cost as much as the read).
+pub fn segment_chunk_into_raw(chunk: &SegmentChunk, stored: Vec<u8>) -> Result<Vec<u8>, DecodeError> {
+    check_stored_len(chunk, &stored)?;
+    let raw = match chunk.codec {
+        Codec::None => stored,
+        Codec::Lz4 => decompress_lz4(chunk, &stored)?,
+    };
+    verified(chunk, raw)
+}
+
+fn check_stored_len(chunk: &SegmentChunk, stored: &[u8]) -> Result<(), DecodeError> {
     if stored.len() != chunk.stored_len as usize {
         return Err(invalid("chunk length", "stored bytes have the wrong length"));
     }
-    let raw_len = chunk.raw_len as usize;
-    if raw_len > MAX_CHUNK_LEN {
+    if chunk.raw_len as usize > MAX_CHUNK_LEN {
         return Err(invalid("chunk length", "outside the chunk bound"));
     }
-    let raw = match chunk.codec {
-        Codec::None => stored.to_vec(),
-        Codec::Lz4 => {
-            let raw = lz4_flex::block::decompress(stored, raw_len).map_err(|e| invalid("lz4 chunk", e.to_string()))?;
-            if raw.len() != raw_len {
-                return Err(invalid("lz4 chunk", "decompressed length differs from the table"));
-            }
-            raw
-        }
-    };
+    Ok(())
+}
+
+fn decompress_lz4(chunk: &SegmentChunk, stored: &[u8]) -> Result<Vec<u8>, DecodeError> {
+    let raw_len = chunk.raw_len as usize;
+    let raw = lz4_flex::block::decompress(stored, raw_len).map_err(|e| invalid("lz4 chunk", e.to_string()))?;
+    if raw.len() != raw_len {
+        return Err(invalid("lz4 chunk", "decompressed length differs from the table"));
+    }
+    Ok(raw)
+}
+
+/// `raw` if its blake3 is the chunk's name.
+fn verified(chunk: &SegmentChunk, raw: Vec<u8>) -> Result<Vec<u8>, DecodeError> {
     if ChunkHash::of(&raw) != chunk.hash {
         return Err(DecodeError::Checksum("chunk content (blake3)"));
     }

@@ -236,6 +236,7 @@ fn segment_is_pinned_and_every_chunk_reads_back_verified() {
         let stored = &bytes[c.offset as usize..][..c.stored_len as usize];
         let raw = segment_chunk_bytes(c, stored).unwrap();
         assert_eq!(ChunkHash::of(&raw), c.hash);
+        assert_eq!(segment_chunk_into_raw(c, stored.to_vec()).unwrap(), raw);
     }
 }
 
@@ -259,9 +260,11 @@ fn segment_flips_are_detected_or_harmless_and_truncations_rejected() {
             // flip in an LZ4 field the decoder ignores).
             let Ok((_, chunks)) = decode_segment(&flipped) else { continue };
             let caught_or_harmless = chunks.iter().zip(&originals).all(|(c, original)| {
-                match segment_chunk_bytes(c, &flipped[c.offset as usize..][..c.stored_len as usize]) {
-                    Err(_) => true,
-                    Ok(raw) => raw == *original,
+                let stored = &flipped[c.offset as usize..][..c.stored_len as usize];
+                let owned = segment_chunk_into_raw(c, stored.to_vec());
+                match segment_chunk_bytes(c, stored) {
+                    Err(_) => owned.is_err(),
+                    Ok(raw) => raw == *original && owned.is_ok_and(|o| o == raw),
                 }
             });
             assert!(caught_or_harmless, "flip of bit {bit} at byte {i} returned wrong bytes");

@@ -20,7 +20,7 @@ pub(crate) fn read_chunk(storage: &dyn Storage, index: &ChunkIndex, hash: &Chunk
     })?;
     let name = segment_name(loc.segment);
     let stored = storage.read_range(&name, loc.chunk.offset, loc.chunk.stored_len as usize)?;
-    format::segment_chunk_bytes(&loc.chunk, &stored)
+    format::segment_chunk_into_raw(&loc.chunk, stored)
         .map_err(|e| Error::corrupted(format!("{name} (chunk {})", hash.to_hex()), e.to_string()))
 }
 
