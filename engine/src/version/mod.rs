@@ -48,9 +48,9 @@ type Batch = Vec<(Key, Option<Value>)>;
 /// Apply every entry of every run of `table`, oldest run first, to an empty map: the table's
 /// content at the checkpoint, every run checked as [`for_each_run_entry`] says.
 ///
-/// A large table is built by several threads: one reads, verifies and decodes the chunks,
-/// allocates keys and values and sorts them by shard ([`crate::state::shard_of`]); each of
-/// the map's shards is filled by a thread of its own (the caller's thread fills the first).
+/// A large table is built by several threads: the caller's reads, verifies and decodes the
+/// chunks, allocates keys and values and sorts them by shard ([`crate::state::shard_of`]);
+/// each of the map's shards is filled by a thread of its own.
 /// Inserting is the larger half (each insert is a cache miss in a large map), so splitting it
 /// lets two cores restore in well under the time of one. Each shard receives its batches
 /// through a FIFO channel from the one reader, so it sees its keys' entries in exactly the
@@ -94,36 +94,30 @@ fn materialize_in_parallel(
     let mut data = sized_for(table);
     let (senders, receivers): (Vec<_>, Vec<_>) =
         (0..SHARDS).map(|_| crossbeam_channel::bounded::<Batch>(BATCHES_IN_FLIGHT)).unzip();
-    let complete = std::thread::scope(|scope| {
-        let reader = std::thread::Builder::new()
-            .name("cairn-restore".into())
-            .spawn_scoped(scope, move || read_into_batches(storage, index, table, &senders));
-        let mut shards = data.shards_mut().iter_mut();
-        let mut receivers = receivers.into_iter();
-        let (Some(first), Some(first_rx)) = (shards.next(), receivers.next()) else {
-            return Ok(false);
-        };
-        let inserters: Vec<_> = shards
+    let complete = std::thread::scope(|scope| -> Result<bool> {
+        let fillers: Vec<_> = data
+            .shards_mut()
+            .iter_mut()
             .zip(receivers)
             .map(|(shard, rx)| {
                 std::thread::Builder::new().name("cairn-restore".into()).spawn_scoped(scope, move || fill(shard, rx))
             })
             .collect();
-        fill(first, first_rx);
+        // The reading half runs here, so the keys and values come from the caller's own heap
+        // (say, the memory of a store it just closed) rather than a fresh arena of the
+        // allocator's for a new thread: with the reading on a thread of its own, a reopen in
+        // the same process held both at once.
+        let read = read_into_batches(storage, index, table, &senders);
+        // Hang up, so each filler returns once its last batch is in.
+        drop(senders);
         let mut started = true;
-        for inserter in inserters {
-            match inserter {
+        for filler in fillers {
+            match filler {
                 Ok(handle) => handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
                 Err(_) => started = false,
             }
         }
-        match reader {
-            Ok(handle) => {
-                let read_all = handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
-                Ok(started && read_all)
-            }
-            Err(_) => Ok(false),
-        }
+        Ok(read? && started)
     })?;
     Ok(complete.then_some(data))
 }
