@@ -64,6 +64,11 @@ impl TableData {
         self.shards.iter().map(HashMap::len).sum()
     }
 
+    /// Every entry, in no particular order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&Key, &Value)> {
+        self.shards.iter().flat_map(HashMap::iter)
+    }
+
     /// Every key, in no particular order.
     pub(crate) fn keys(&self) -> impl Iterator<Item = &Key> {
         self.shards.iter().flat_map(HashMap::keys)

@@ -3,7 +3,9 @@
 //! Invariant: for every key that is *not* in a table's dirty set, the table's value equals the
 //! value in the checkpoint the working state is based on. The dirty set remembers, for each
 //! dirty key, whether that checkpoint had the key, so that put-then-delete of a key the
-//! checkpoint never had writes nothing, and of a key it had writes a tombstone.
+//! checkpoint never had writes nothing, and of a key it had writes a tombstone. A table of
+//! which that checkpoint holds no entry is *whole dirty*: all its keys are dirty and none was
+//! in the base, so it keeps no separate dirty set until its first capture.
 
 mod data;
 mod key;
@@ -31,28 +33,50 @@ pub(crate) type Value = Arc<[u8]>;
 /// it. It sits behind its own lock so scans can build it through a shared reference (a
 /// checkpoint view's tables are shared between threads); writers have `&mut` and never wait
 /// for that lock.
-#[derive(Default)]
 pub(crate) struct TableState {
     data: TableData,
     /// `None` until the first scan, and again whenever writes wore it out.
     order: Mutex<Option<KeyOrder>>,
+    /// The base checkpoint holds no entry of this table (a new table, or one restored
+    /// empty), so every entry is dirty and no delete needs a tombstone: `dirty` stays empty
+    /// and writes track nothing but `dirty_bytes`. A table being loaded thus holds its keys
+    /// once, not a second time in the dirty set. Cleared by the first capture.
+    whole_dirty: bool,
+    /// The dirty keys when `whole_dirty` is false.
     dirty: HashMap<Key, Dirty>,
-    /// Key and value bytes of the dirty set (tombstones count their key).
+    /// Key and value bytes of the dirty set (tombstones count their key; when `whole_dirty`,
+    /// the bytes of the table's entries).
     dirty_bytes: usize,
 }
 
-/// A table's dirty set, taken whole for a checkpoint: O(1) on the caller's thread; turned
-/// into entries ([`DirtySet::into_entries`]) by the background pipeline.
-#[derive(Default)]
-pub(crate) struct DirtySet(HashMap<Key, Dirty>);
+impl Default for TableState {
+    /// A new table: empty, and so are its entries in the base checkpoint.
+    fn default() -> Self {
+        TableState::restored(TableData::default())
+    }
+}
+
+/// A table's dirty set, taken for a checkpoint and turned into entries
+/// ([`DirtySet::into_entries`]) by the background pipeline.
+pub(crate) enum DirtySet {
+    /// The dirty keys, taken whole: O(1) on the caller's thread.
+    Keys(HashMap<Key, Dirty>),
+    /// Every entry of a whole-dirty table, captured as it was: O(entries) on the caller's
+    /// thread, which here is O(dirty). Values are shared, not copied.
+    Whole(CapturedEntries),
+}
 
 impl DirtySet {
     /// Every key written since the base checkpoint with its current value, or a tombstone if
     /// the base had it and it is now gone (a key put then deleted that the base never had
     /// writes nothing).
     pub(crate) fn into_entries(self) -> CapturedEntries {
-        let mut out = Vec::with_capacity(self.0.len());
-        for (key, d) in self.0 {
+        let keys = match self {
+            DirtySet::Whole(entries) => return entries,
+            DirtySet::Keys(keys) => keys,
+        };
+        let mut out = Vec::with_capacity(keys.len());
+        for (key, d) in keys {
             match d.value {
                 Some(v) => out.push((key, Some(v))),
                 None if d.base_had_it => out.push((key, None)),
@@ -64,7 +88,7 @@ impl DirtySet {
 }
 
 /// A key written since the base checkpoint.
-struct Dirty {
+pub(crate) struct Dirty {
     /// Whether the base checkpoint had the key.
     base_had_it: bool,
     /// Its current value (`None`: deleted), shared with the table. Kept here so capture
@@ -80,7 +104,8 @@ pub(crate) type CapturedEntries = Vec<(Key, Option<Value>)>;
 impl TableState {
     /// A table holding `data` as its checkpointed state (nothing dirty).
     pub(crate) fn restored(data: TableData) -> Self {
-        TableState { data, order: Mutex::new(None), dirty: HashMap::new(), dirty_bytes: 0 }
+        let whole_dirty = data.len() == 0;
+        TableState { data, order: Mutex::new(None), whole_dirty, dirty: HashMap::new(), dirty_bytes: 0 }
     }
 
     pub(crate) fn get(&self, key: &[u8]) -> Option<&Value> {
@@ -92,7 +117,11 @@ impl TableState {
     }
 
     pub(crate) fn dirty_len(&self) -> usize {
-        self.dirty.len()
+        if self.whole_dirty {
+            self.data.len()
+        } else {
+            self.dirty.len()
+        }
     }
 
     pub(crate) fn dirty_bytes(&self) -> usize {
@@ -119,35 +148,51 @@ impl TableState {
     }
 
     pub(crate) fn put(&mut self, key: &[u8], value: &[u8]) {
-        let (present, shared) = upsert(
+        // A whole-dirty table tracks no value, so it takes no extra reference to one.
+        let share = !self.whole_dirty;
+        let (old_len, shared) = upsert(
             self.data.shard_mut(key),
             key,
             |slot| {
+                let old_len = slot.len();
                 match Arc::get_mut(slot) {
                     // Held by nothing else (not dirty, not captured): overwrite in place.
                     Some(buf) if buf.len() == value.len() => buf.copy_from_slice(value),
                     _ => *slot = Value::from(value),
                 }
-                (true, slot.clone())
+                (Some(old_len), share.then(|| slot.clone()))
             },
             || {
                 let shared = Value::from(value);
-                (shared.clone(), (false, shared))
+                let tracked = share.then(|| shared.clone());
+                (shared, (None, tracked))
             },
         );
-        if !present {
+        if old_len.is_none() {
             self.keys_changed(|order| order.inserted(key));
         }
-        self.mark_dirty(key, present, Some(shared));
+        match shared {
+            Some(shared) => self.mark_dirty(key, old_len.is_some(), Some(shared)),
+            None => {
+                self.dirty_bytes = match old_len {
+                    Some(old) => self.dirty_bytes.saturating_sub(old) + value.len(),
+                    None => self.dirty_bytes + key.len() + value.len(),
+                }
+            }
+        }
     }
 
     /// Delete `key`; returns whether it was present.
     pub(crate) fn delete(&mut self, key: &[u8]) -> bool {
-        let present = self.data.remove(key).is_some();
+        let removed = self.data.remove(key);
+        let present = removed.is_some();
         if present {
             self.keys_changed(|order| order.removed(key));
         }
-        if present || self.dirty.contains_key(key) {
+        if self.whole_dirty {
+            // The base never had it: nothing to write.
+            self.dirty_bytes = self.dirty_bytes.saturating_sub(removed.map_or(0, |v| key.len() + v.len()));
+        } else if present || self.dirty.contains_key(key) {
             self.mark_dirty(key, present, None);
         }
         present
@@ -183,7 +228,10 @@ impl TableState {
     /// this instant, which the checkpoint taking the set will commit.
     pub(crate) fn take_dirty(&mut self) -> DirtySet {
         self.dirty_bytes = 0;
-        DirtySet(std::mem::take(&mut self.dirty))
+        if std::mem::take(&mut self.whole_dirty) {
+            return DirtySet::Whole(self.data.iter().map(|(k, v)| (k.clone(), Some(v.clone()))).collect());
+        }
+        DirtySet::Keys(std::mem::take(&mut self.dirty))
     }
 
     /// Put the keys of a dirty set taken by a checkpoint that did not commit back into the
@@ -191,6 +239,10 @@ impl TableState {
     /// later write already is); each is marked as possibly in the base, so a key now absent
     /// gets a tombstone (a tombstone for a key the base never had is harmless).
     pub(crate) fn restore_dirty<'k>(&mut self, keys: impl Iterator<Item = &'k [u8]>) {
+        if self.whole_dirty {
+            // Every key is dirty already, and the base has none of them.
+            return;
+        }
         for key in keys {
             match self.dirty.get_mut(key) {
                 Some(d) => d.base_had_it = true,
@@ -341,6 +393,56 @@ mod tests {
         got.sort();
         expected.sort();
         assert_eq!(got, expected);
+    }
+
+    fn captured(set: DirtySet) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+        let mut got: Vec<_> =
+            set.into_entries().into_iter().map(|(k, v)| (k.as_slice().to_vec(), v.map(|v| v.to_vec()))).collect();
+        got.sort();
+        got
+    }
+
+    #[test]
+    fn a_new_table_is_whole_dirty_until_its_first_capture() {
+        let mut table = TableState::default();
+        table.put(b"a", b"1");
+        table.put(b"b", b"22");
+        table.put(b"b", b"333"); // overwrite: counts its new length
+        table.put(b"c", b"4");
+        assert!(table.delete(b"c")); // the base never had it: nothing to write
+        assert!(!table.delete(b"zz"));
+        assert!(table.dirty.is_empty(), "a whole-dirty table keeps no dirty set");
+        assert_eq!(table.dirty_len(), 2);
+        assert_eq!(table.dirty_bytes(), (1 + 1) + (1 + 3));
+        let first = table.take_dirty();
+        assert!(matches!(first, DirtySet::Whole(_)));
+        assert_eq!(captured(first), vec![(b"a".to_vec(), Some(b"1".to_vec())), (b"b".to_vec(), Some(b"333".to_vec()))]);
+        // The base now has "a" and "b": dirty tracking as usual, tombstones included.
+        assert_eq!((table.dirty_len(), table.dirty_bytes()), (0, 0));
+        assert!(table.delete(b"a"));
+        table.put(b"d", b"5");
+        table.put(b"e", b"6");
+        assert!(table.delete(b"e"));
+        let second = table.take_dirty();
+        assert!(matches!(second, DirtySet::Keys(_)));
+        assert_eq!(captured(second), vec![(b"a".to_vec(), None), (b"d".to_vec(), Some(b"5".to_vec()))]);
+        // A failed capture of a whole-dirty table comes back as ordinary dirty keys.
+        let mut again = TableState::restored(TableData::default());
+        again.put(b"x", b"7");
+        let lost = again.take_dirty();
+        again.restore_dirty(captured(lost).iter().map(|(k, _)| k.as_slice()));
+        assert!(again.delete(b"x"));
+        assert_eq!(captured(again.take_dirty()), vec![(b"x".to_vec(), None)]);
+    }
+
+    #[test]
+    fn a_restored_table_with_entries_tracks_dirty_keys() {
+        let mut data = TableData::default();
+        data.insert(Key::from(&b"k"[..]), Value::from(&b"v"[..]));
+        let mut table = TableState::restored(data);
+        assert_eq!(table.dirty_len(), 0);
+        assert!(table.delete(b"k"));
+        assert_eq!(captured(table.take_dirty()), vec![(b"k".to_vec(), None)]);
     }
 
     #[test]
