@@ -72,6 +72,19 @@ enum Command {
         #[arg(long, value_name = "N", default_value_t = cairn::Options::DEFAULT_MERGE_SLICES)]
         merge_slices: usize,
     },
+    /// Print the HashMap floor of `cairn bench` (median ms of D updates), measured in its own
+    /// process; `cairn bench` runs it.
+    #[command(name = "bench-hashmap-floor", hide = true)]
+    BenchHashmapFloor {
+        #[arg(long)]
+        keys: u64,
+        #[arg(long)]
+        dirty: u64,
+        #[arg(long)]
+        rounds: u64,
+        #[arg(long)]
+        zipf: Option<f64>,
+    },
     /// Run a word-count stream job on a store, resuming from its head checkpoint.
     #[command(long_about = "Run a word-count stream job on a store, resuming from its head checkpoint.\n\n\
         The source is a deterministic stream of words (event i is a word derived from i, events \
@@ -269,6 +282,9 @@ fn run(cli: Cli) -> Result<bool, CliError> {
             let args =
                 bench::BenchArgs { keys, dirty, rounds, zipf, json, dir, background_compaction_mb_per_s, merge_slices };
             bench::bench(&args)?
+        }
+        Command::BenchHashmapFloor { keys, dirty, rounds, zipf } => {
+            emit(&format!("{}", bench::hashmap_floor(keys, dirty, rounds, zipf)))?;
         }
         Command::Demo { dir, events, checkpoint_every, crash_after, shards } => {
             let args = demo::DemoArgs { dir: &dir, events, checkpoint_every, crash_after };

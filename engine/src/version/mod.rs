@@ -35,11 +35,11 @@ pub(crate) fn read_run_index(storage: &dyn Storage, index: &ChunkIndex, hash: &C
 /// [`materialize_table`]); below it the threads cost more than they save.
 const PIPELINE_MIN_ENTRIES: u64 = 1 << 15;
 
-/// Entries per batch handed from the reading thread to a shard's inserting thread.
+/// Entries per batch handed from the reading thread to a shard's filling thread.
 const BATCH_ENTRIES: usize = 4096;
 
 /// Batches in flight to each shard: enough to ride out a slow read, few enough that the
-/// memory they hold stays small (about two megabytes in all at 100-byte values).
+/// memory they hold stays small (a few megabytes in all at 100-byte values).
 const BATCHES_IN_FLIGHT: usize = 4;
 
 /// A batch of decoded entries (`None`: a tombstone), in run order.
@@ -50,11 +50,10 @@ type Batch = Vec<(Key, Option<Value>)>;
 ///
 /// A large table is built by several threads: the caller's reads, verifies and decodes the
 /// chunks, allocates keys and values and sorts them by shard ([`crate::state::shard_of`]);
-/// each of the map's shards is filled by a thread of its own.
-/// Inserting is the larger half (each insert is a cache miss in a large map), so splitting it
-/// lets two cores restore in well under the time of one. Each shard receives its batches
-/// through a FIFO channel from the one reader, so it sees its keys' entries in exactly the
-/// sequential order.
+/// each of the map's shards is filled by a thread of its own. Inserting is the larger half
+/// (each insert is a cache miss in a large map), so splitting it lets two cores restore in
+/// well under the time of one. Each shard receives its batches through a FIFO channel from
+/// the one reader, so it sees its keys' entries in exactly the sequential order.
 pub(crate) fn materialize_table(storage: &dyn Storage, index: &ChunkIndex, table: &ManifestTable) -> Result<TableData> {
     let entries: u64 = table.runs.iter().map(|r| r.entries).sum();
     if entries >= PIPELINE_MIN_ENTRIES {
