@@ -12,7 +12,8 @@ use std::collections::HashMap;
 /// Number of shards: one per core of the machine class cairn is tuned on (two).
 pub(crate) const SHARDS: usize = 2;
 
-/// The shard that holds `key`: a multiply-xor hash over its 8-byte words.
+/// The shard that holds `key` (always below [`SHARDS`]): a multiply-xor hash over its 8-byte
+/// words.
 pub(crate) fn shard_of(key: &[u8]) -> usize {
     const K: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut h = key.len() as u64;
@@ -42,22 +43,20 @@ impl TableData {
     }
 
     pub(crate) fn get(&self, key: &[u8]) -> Option<&Value> {
-        self.shards.get(shard_of(key))?.get(key)
+        self.shards[shard_of(key)].get(key)
     }
 
     /// The shard that holds or would hold `key`.
     pub(crate) fn shard_mut(&mut self, key: &[u8]) -> &mut HashMap<Key, Value> {
-        let shard = shard_of(key) % SHARDS;
-        &mut self.shards[shard]
+        &mut self.shards[shard_of(key)]
     }
 
     pub(crate) fn insert(&mut self, key: Key, value: Value) -> Option<Value> {
-        let shard = shard_of(key.as_slice());
-        self.shards.get_mut(shard)?.insert(key, value)
+        self.shard_mut(key.as_slice()).insert(key, value)
     }
 
     pub(crate) fn remove(&mut self, key: &[u8]) -> Option<Value> {
-        self.shards.get_mut(shard_of(key))?.remove(key)
+        self.shard_mut(key).remove(key)
     }
 
     pub(crate) fn len(&self) -> usize {
