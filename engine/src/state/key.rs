@@ -15,11 +15,16 @@ pub(crate) const INLINE_LEN: usize = 30;
 
 #[derive(Clone)]
 pub(crate) enum Key {
-    Inline { len: u8, bytes: [u8; INLINE_LEN] },
+    /// `bytes[..len]` is the key; every byte past `len` is zero (the order relies on it).
+    Inline {
+        len: u8,
+        bytes: [u8; INLINE_LEN],
+    },
     Heap(Box<[u8]>),
 }
 
-const _: () = assert!(INLINE_LEN <= u8::MAX as usize);
+// `len` fits a byte, and `inline_words` covers the inline bytes with two 16-byte words.
+const _: () = assert!(INLINE_LEN >= 16 && INLINE_LEN <= 32);
 
 impl Key {
     pub(crate) fn as_slice(&self) -> &[u8] {
@@ -97,9 +102,30 @@ impl PartialOrd for Key {
 }
 
 impl Ord for Key {
+    /// The order of the byte slices. Two inline keys compare as their zero-padded arrays, then
+    /// by length: where the padded arrays first differ, either both keys have a real byte
+    /// there (the slices differ there too) or the one with the padding zero has ended, which
+    /// makes it the smaller slice; equal padded arrays mean one key is the other followed by
+    /// zero bytes, so the shorter is smaller. Comparing them as two big-endian integers each
+    /// costs no call and no branch per byte (a checkpoint's sort is mostly these compares).
     fn cmp(&self, other: &Self) -> Ordering {
-        self.as_slice().cmp(other.as_slice())
+        match (self, other) {
+            (Key::Inline { len: a_len, bytes: a }, Key::Inline { len: b_len, bytes: b }) => {
+                inline_words(a).cmp(&inline_words(b)).then(a_len.cmp(b_len))
+            }
+            _ => self.as_slice().cmp(other.as_slice()),
+        }
     }
+}
+
+/// An inline key's zero-padded bytes as two big-endian integers, in the slices' order.
+fn inline_words(bytes: &[u8; INLINE_LEN]) -> (u128, u128) {
+    let mut high = [0u8; 16];
+    let mut low = [0u8; 16];
+    let (first, rest) = bytes.split_at(16);
+    high.copy_from_slice(first);
+    low[..rest.len()].copy_from_slice(rest);
+    (u128::from_be_bytes(high), u128::from_be_bytes(low))
 }
 
 impl Hash for Key {
@@ -129,5 +155,37 @@ mod tests {
         }
         assert!(matches!(Key::from(&[7u8; 30][..]), Key::Inline { .. }));
         assert!(matches!(Key::from(&[7u8; 31][..]), Key::Heap(_)));
+    }
+
+    #[test]
+    fn key_order_is_the_byte_order_around_zeros_and_word_edges() {
+        // Keys made of few distinct bytes (zero among them), of every length around the word
+        // edge (16) and the inline limit, so prefixes, trailing zeros and ties all occur.
+        let mut keys: Vec<Vec<u8>> = vec![vec![]];
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for len in 0usize..=34 {
+            for _ in 0..24 {
+                let key: Vec<u8> = (0..len)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        [0u8, 0, 1, 0xff][(x % 4) as usize]
+                    })
+                    .collect();
+                // The key followed by a zero: equal padded bytes, a different length.
+                let mut longer = key.clone();
+                longer.push(0);
+                keys.extend([key, longer]);
+            }
+            keys.push(vec![0; len]);
+        }
+        for a in &keys {
+            for b in &keys {
+                let (ka, kb) = (Key::from(a.as_slice()), Key::from(b.as_slice()));
+                assert_eq!(ka.cmp(&kb), a.cmp(b), "{a:?} vs {b:?}");
+                assert_eq!(ka == kb, a == b);
+            }
+        }
     }
 }
