@@ -73,6 +73,7 @@ fn summary(report: &CompactionReport, before: &Stats, after: &Stats) -> Vec<Stri
         format!("checkpoints_deleted: {}", report.checkpoints_deleted),
         format!("segments_deleted: {}", report.segments_deleted),
         format!("segments_rewritten: {}", report.segments_rewritten),
+        format!("chunks_stored_as_delta: {}", report.chunks_stored_as_delta),
         format!("bytes_reclaimed: {}", report.bytes_reclaimed),
         format!("bytes_written: {}", report.bytes_written),
         format!("bytes_on_disk: {} -> {}", before.bytes_on_disk, after.bytes_on_disk),

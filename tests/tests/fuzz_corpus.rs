@@ -9,9 +9,10 @@ type Target = fn(&[u8]);
 #[test]
 fn every_corpus_file_decodes_without_panic() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
-    let targets: [(&str, Target); 7] = [
+    let targets: [(&str, Target); 8] = [
         ("chunk", cairn::format::fuzzing::chunk),
         ("segment", cairn::format::fuzzing::segment),
+        ("delta", cairn::format::fuzzing::delta),
         ("manifest", cairn::format::fuzzing::manifest),
         ("head", cairn::format::fuzzing::head),
         ("global", cairn::format::fuzzing::global),

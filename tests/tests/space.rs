@@ -1,22 +1,21 @@
 //! Space over 1,000 checkpoints, each updating 1% of 100,000 keys (100-byte values), with
 //! keep-last-10 and compaction after every checkpoint: restore reads no more runs than the
 //! configured bound, retention keeps the store to the retained checkpoints, and bytes on disk
-//! stay within a bound of the unique live bytes of the 10 retained checkpoints, measured
-//! after every checkpoint.
+//! stay within 1.5x the unique live bytes of the 10 retained checkpoints, measured after every
+//! checkpoint.
 //!
-//! The target is 1.5x; this design does not reach it. Measured with this seed (the test is
-//! deterministic): at most 1.647x, and at most 1.609x once the first 100 checkpoints have
-//! passed. Whole-base merges (`merge_slices(1)`) reach 2.66x.
+//! Measured with this seed (the test is deterministic) and the default two slices: at most
+//! 1.351x, and at most 1.295x once the first 100 checkpoints have passed.
 //!
-//! Where the rest goes: every retained checkpoint older than a merge keeps the chunks that
-//! merge replaced, for as long as retention keeps it. With updates spread over all keys every
-//! chunk of a merged range changes, so content addressing cannot share them. A slice merge
-//! replaces a quarter of the base and the folded rest (about 4 MB here) where a whole-base
-//! merge replaces all of it (12 MB); merges a window apart (`max_runs_per_table(11)`) keep
-//! that to one merge's worth. The early peak is the load's segments, which hold several
-//! slices each until the GC finds them half dead. Going lower needs fewer bytes rewritten
-//! per merge while keeping the run bound, which more slices do not give: the rest rewritten
-//! at each merge grows with them (6 slices: 1.67x after round 100, 8 slices: 1.76x).
+//! Where the space goes: every retained checkpoint older than a merge needs the chunks that
+//! merge replaced, and with updates spread over all keys every chunk of a merged range
+//! changes, so content addressing alone cannot share them (without deltas this workload
+//! stayed at 1.61x with four slices, 1.65x worst). The GC stores each such chunk as a delta
+//! against the chunk that replaced it (`format-spec.md` 3.6a): only the entries updated in
+//! between are stored again. What remains above the live bytes is the dead values in the
+//! slice not yet merged, the delta runs' entries copied by a merge, the deltas, and the run
+//! indexes and manifests. Four slices measure 1.56x worst (1.45x after round 100): with
+//! deltas the replaced slice costs little, and fewer slices rewrite less of the rest.
 
 use cairn::storage::SimFs;
 use cairn::{Options, Result, Retention};
@@ -28,11 +27,12 @@ const ROUNDS: u64 = 1_000;
 const DIRTY: u64 = 1_000;
 const RETAINED: usize = 10;
 const MAX_RUNS: usize = 11;
-const SLICES: usize = 4;
-/// The worst ratio measured (1.647) plus a margin; the target is 1.5.
-const WORST_MEASURED: f64 = 1.67;
-/// The worst ratio measured after the first 100 checkpoints (1.609) plus a margin.
-const STEADY_MEASURED: f64 = 1.63;
+const SLICES: usize = 2;
+/// The target, which must hold after every checkpoint.
+const TARGET: f64 = 1.5;
+/// The worst ratio measured after the first 100 checkpoints (1.295) plus a margin: a
+/// regression well inside the target still fails.
+const STEADY_MEASURED: f64 = 1.32;
 
 #[test]
 fn space_stays_within_bounds_over_a_thousand_checkpoints() -> Result<()> {
@@ -90,7 +90,7 @@ fn space_stays_within_bounds_over_a_thousand_checkpoints() -> Result<()> {
     drop((t, store));
     let store = sim_store(&fs, opts)?;
     assert!(store.stats()?.head_runs as usize <= MAX_RUNS, "restore reads at most the bound");
-    assert!(worst <= WORST_MEASURED, "space amplification reached {worst:.3}");
+    assert!(worst <= TARGET, "space amplification reached {worst:.3}");
     assert!(steady <= STEADY_MEASURED, "space amplification reached {steady:.3} after round 100");
     Ok(())
 }

@@ -1,10 +1,18 @@
-//! Garbage collection: the live set, and which segments are dead or sparse.
+//! Garbage collection: the live set, which segments are dead or sparse, and which live chunks
+//! may be stored as deltas.
+//!
+//! Delta rule (`format-spec.md`, section 7): a delta chunk's base is always stored whole, and
+//! is kept for as long as the delta is stored in a committed segment, dead or alive: the
+//! chunk index holds every stored chunk, and a checkpoint's deduplication may reference a
+//! dead one again, which must then still read. So the live set is the chunks the retained
+//! manifests reference plus the base of every delta chunk the index holds (bases are never
+//! deltas, so one step closes the set), and a base is never itself turned into a delta.
 
-use crate::format::{ChunkHash, Manifest, SegmentId};
-use crate::storage::Storage;
+use crate::format::{self, CheckpointId, ChunkHash, Codec, Manifest, SegmentId};
+use crate::storage::{segment_name, Storage};
 use crate::version::{self, ChunkIndex};
 use crate::Result;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// Every chunk the given manifests reference: their run index chunks and the entries chunks
 /// those list.
@@ -56,4 +64,72 @@ pub(crate) fn segment_use(
         }
     }
     uses
+}
+
+/// Add to `live` the base of every delta chunk `index` holds (live or not); returns those
+/// bases. A base thus outlives its delta by one GC: the one that deletes the delta's segment
+/// still counts it.
+pub(crate) fn add_delta_bases(
+    storage: &dyn Storage,
+    index: &ChunkIndex,
+    live: &mut HashSet<ChunkHash>,
+) -> Result<HashSet<ChunkHash>> {
+    let mut bases = HashSet::new();
+    for (_, loc) in index.iter().filter(|(_, loc)| loc.chunk.codec == Codec::Delta) {
+        let name = segment_name(loc.segment);
+        let header = storage.read_range(&name, loc.chunk.offset, format::DELTA_HEADER_LEN)?;
+        bases.insert(format::delta_base(&header).map_err(|e| crate::Error::from_decode(&name, e))?);
+    }
+    live.extend(bases.iter().copied());
+    Ok(bases)
+}
+
+/// Live entries chunks that could be stored as a delta, each with its base: a chunk no longer
+/// in `head`'s layout (only older retained checkpoints need it), stored whole and not a base
+/// itself, whose table in `head` has a whole entries chunk starting at the same key. After a
+/// merge rewrote a key range, that is the new chunk for the same keys: the two differ only by
+/// the entries updated in between.
+pub(crate) fn delta_candidates(
+    storage: &dyn Storage,
+    index: &ChunkIndex,
+    manifests: &[Manifest],
+    head: CheckpointId,
+    bases: &HashSet<ChunkHash>,
+) -> Result<Vec<(ChunkHash, ChunkHash)>> {
+    let Some(head) = manifests.iter().find(|m| m.id == head) else { return Ok(Vec::new()) };
+    let whole = |hash: &ChunkHash| index.get(hash).is_some_and(|loc| loc.chunk.codec != Codec::Delta);
+    let mut in_head = HashSet::new();
+    let mut head_by_first_key: HashMap<(&str, Vec<u8>), ChunkHash> = HashMap::new();
+    for t in &head.tables {
+        for run in &t.runs {
+            for c in version::read_run_index(storage, index, &run.index)?.chunks {
+                in_head.insert(c.hash);
+                if whole(&c.hash) {
+                    head_by_first_key.insert((t.name.as_str(), c.first_key), c.hash);
+                }
+            }
+        }
+    }
+    let mut seen_runs = HashSet::new();
+    let mut candidates = Vec::new();
+    let mut taken = HashSet::new();
+    for m in manifests.iter().filter(|m| m.id != head.id) {
+        for t in &m.tables {
+            for run in &t.runs {
+                if !seen_runs.insert(run.index) {
+                    continue;
+                }
+                for c in version::read_run_index(storage, index, &run.index)?.chunks {
+                    if in_head.contains(&c.hash) || bases.contains(&c.hash) || !whole(&c.hash) {
+                        continue;
+                    }
+                    let Some(base) = head_by_first_key.get(&(t.name.as_str(), c.first_key)) else { continue };
+                    if taken.insert(c.hash) {
+                        candidates.push((c.hash, *base));
+                    }
+                }
+            }
+        }
+    }
+    Ok(candidates)
 }

@@ -40,6 +40,38 @@ pub fn segment(data: &[u8]) {
     }
 }
 
+/// Delta chunks, both ways. The input is a 2-byte base length, then the base, then the rest:
+/// a delta of the rest against the base must rebuild the rest exactly, and the rest read as
+/// a delta's stored bytes against the base must give `Ok` or `Err`, never a panic.
+pub fn delta(data: &[u8]) {
+    let Some((len, rest)) = data.split_first_chunk::<2>() else { return };
+    let split = usize::from(u16::from_le_bytes(*len)) % (rest.len() + 1);
+    let (base, target) = rest.split_at(split);
+    let base_hash = ChunkHash::of(base);
+    let as_delta = |stored: &[u8], raw_len: usize, hash: ChunkHash| SegmentChunk {
+        hash,
+        offset: 0,
+        stored_len: stored.len() as u32,
+        raw_len: raw_len as u32,
+        codec: Codec::Delta,
+        kind: ChunkKind::Entries,
+    };
+    if let Some(stored) = encode_delta(&base_hash, base, target) {
+        assert!(delta_base(&stored).ok() == Some(base_hash), "a delta names another base");
+        let chunk = as_delta(&stored, target.len(), ChunkHash::of(target));
+        assert!(
+            apply_delta(&chunk, &stored, base).ok().as_deref() == Some(target),
+            "a delta does not rebuild its chunk"
+        );
+    }
+    // Arbitrary stored bytes: the raw length claimed is the stored length, doubled.
+    let claimed = target.len().saturating_mul(2);
+    let chunk = as_delta(target, claimed, ChunkHash([0; 32]));
+    if let Ok(raw) = apply_delta(&chunk, target, base) {
+        assert!(ChunkHash::of(&raw) == chunk.hash, "a rebuilt delta has another hash");
+    }
+}
+
 /// Decode a manifest; a decoded manifest re-encodes to the same bytes and hash.
 pub fn manifest(data: &[u8]) {
     if let Ok((m, hash)) = decode_manifest(data) {

@@ -8,6 +8,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod chunk;
+mod delta;
 #[doc(hidden)]
 pub mod fuzzing;
 mod global;
@@ -25,6 +26,7 @@ pub use chunk::{
     decode_chunk, decode_entries, decode_run_index, encode_entries_chunk, encode_run_index_chunk, ChunkBody, ChunkKind,
     Entry, RunIndex, RunIndexEntry,
 };
+pub use delta::{apply_delta, delta_base, encode_delta, DELTA_HEADER_LEN};
 pub use global::{decode_global, encode_global, GlobalRecord, ShardPart, MAX_SHARDS};
 pub use head::{decode_head, decode_store_marker, encode_head, encode_store_marker, Head, HEAD_LEN, STORE_MARKER_LEN};
 pub use ids::{CheckpointId, ChunkHash, SegmentId};
@@ -44,7 +46,7 @@ pub use segment::{
 
 /// The on-disk format version written by this build and the only one it reads.
 /// A change to any byte layout bumps this, `format-spec.md` and the fixtures together.
-pub const FORMAT_VERSION: u16 = 2;
+pub const FORMAT_VERSION: u16 = 3;
 
 /// Largest key, in bytes.
 pub const MAX_KEY_LEN: usize = 64 * 1024;

@@ -25,6 +25,8 @@ pub enum Codec {
     None = 0,
     /// LZ4 block format; the raw length is in the chunk table.
     Lz4 = 1,
+    /// A patch against another chunk (an entries chunk only; see `delta.rs`).
+    Delta = 2,
 }
 
 impl TryFrom<u8> for Codec {
@@ -33,6 +35,7 @@ impl TryFrom<u8> for Codec {
         match b {
             0 => Ok(Codec::None),
             1 => Ok(Codec::Lz4),
+            2 => Ok(Codec::Delta),
             other => Err(invalid("codec", format!("unknown codec {other}"))),
         }
     }
@@ -124,13 +127,32 @@ impl SegmentWriter {
                     (Codec::None, raw.len())
                 }
             }
-            Codec::None => {
+            // A delta is made against a base ([`SegmentWriter::push_delta`]), not from raw bytes.
+            Codec::None | Codec::Delta => {
                 self.bytes.extend_from_slice(raw);
                 (Codec::None, raw.len())
             }
         };
         let chunk =
             SegmentChunk { hash, offset, stored_len: stored_len as u32, raw_len: raw.len() as u32, codec, kind };
+        self.table.push(chunk);
+        chunk
+    }
+
+    /// Add the entries chunk `hash` of `raw_len` raw bytes, stored as the delta `stored` (made
+    /// by [`super::encode_delta`]).
+    pub fn push_delta(&mut self, hash: ChunkHash, raw_len: usize, stored: &[u8]) -> SegmentChunk {
+        debug_assert!(raw_len <= MAX_CHUNK_LEN && stored.len() <= MAX_CHUNK_LEN);
+        let offset = self.bytes.len() as u64;
+        self.bytes.extend_from_slice(stored);
+        let chunk = SegmentChunk {
+            hash,
+            offset,
+            stored_len: stored.len() as u32,
+            raw_len: raw_len as u32,
+            codec: Codec::Delta,
+            kind: ChunkKind::Entries,
+        };
         self.table.push(chunk);
         chunk
     }
@@ -251,6 +273,9 @@ pub fn decode_segment_footer(
         if codec == Codec::None && stored_len != raw_len {
             return Err(invalid("chunk length", "an uncompressed chunk's lengths differ"));
         }
+        if codec == Codec::Delta && kind != ChunkKind::Entries {
+            return Err(invalid("codec", "only an entries chunk may be stored as a delta"));
+        }
         next_offset += u64::from(stored_len);
         chunks.push(SegmentChunk { hash, offset, stored_len, raw_len, codec, kind });
     }
@@ -283,11 +308,14 @@ pub fn decode_segment(bytes: &[u8]) -> Result<(SegmentId, Vec<SegmentChunk>), De
 /// Turn a chunk's stored bytes back into its raw bytes and verify them against its hash.
 /// This and [`segment_chunk_into_raw`] are the only ways chunk bytes read from storage reach
 /// the rest of cairn.
+///
+/// A delta chunk needs its base too: this refuses it, and [`super::apply_delta`] rebuilds it.
 pub fn segment_chunk_bytes(chunk: &SegmentChunk, stored: &[u8]) -> Result<Vec<u8>, DecodeError> {
     check_stored_len(chunk, stored)?;
     let raw = match chunk.codec {
         Codec::None => stored.to_vec(),
         Codec::Lz4 => decompress_lz4(chunk, stored)?,
+        Codec::Delta => return Err(needs_base()),
     };
     verified(chunk, raw)
 }
@@ -300,11 +328,16 @@ pub fn segment_chunk_into_raw(chunk: &SegmentChunk, stored: Vec<u8>) -> Result<V
     let raw = match chunk.codec {
         Codec::None => stored,
         Codec::Lz4 => decompress_lz4(chunk, &stored)?,
+        Codec::Delta => return Err(needs_base()),
     };
     verified(chunk, raw)
 }
 
-fn check_stored_len(chunk: &SegmentChunk, stored: &[u8]) -> Result<(), DecodeError> {
+fn needs_base() -> DecodeError {
+    invalid("codec", "a delta chunk is rebuilt from its base (apply_delta)")
+}
+
+pub(super) fn check_stored_len(chunk: &SegmentChunk, stored: &[u8]) -> Result<(), DecodeError> {
     if stored.len() != chunk.stored_len as usize {
         return Err(invalid("chunk length", "stored bytes have the wrong length"));
     }
@@ -324,7 +357,7 @@ fn decompress_lz4(chunk: &SegmentChunk, stored: &[u8]) -> Result<Vec<u8>, Decode
 }
 
 /// `raw` if its blake3 is the chunk's name.
-fn verified(chunk: &SegmentChunk, raw: Vec<u8>) -> Result<Vec<u8>, DecodeError> {
+pub(super) fn verified(chunk: &SegmentChunk, raw: Vec<u8>) -> Result<Vec<u8>, DecodeError> {
     if ChunkHash::of(&raw) != chunk.hash {
         return Err(DecodeError::Checksum("chunk content (blake3)"));
     }

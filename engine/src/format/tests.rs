@@ -1,4 +1,4 @@
-//! Format tests: pinned bytes of every encoder (fixtures in `engine/fixtures/v2/`), round trips,
+//! Format tests: pinned bytes of every encoder (fixtures in `engine/fixtures/v3/`), round trips,
 //! and rejection of every truncation and every flipped byte where a check covers it.
 //!
 //! A deliberate format change: bump `FORMAT_VERSION`, update `format-spec.md`, then regenerate
@@ -9,7 +9,7 @@ use super::*;
 use std::path::PathBuf;
 
 fn fixture(name: &str, bytes: &[u8]) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/v2").join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/v3").join(name);
     if std::env::var_os("CAIRN_BLESS").is_some() {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, bytes).unwrap();
@@ -65,7 +65,36 @@ fn sample_segment() -> Vec<u8> {
     w.push(ChunkHash::of(&compressible), ChunkKind::Entries, &compressible, Codec::Lz4);
     let index = encode_run_index_chunk(&sample_run_index());
     w.push(ChunkHash::of(&index), ChunkKind::RunIndex, &index, Codec::None);
+    // An entries chunk, and a chunk stored as a delta against it (one value differs).
+    let (base, target) = sample_delta_pair();
+    w.push(ChunkHash::of(&base), ChunkKind::Entries, &base, Codec::None);
+    let stored = encode_delta(&ChunkHash::of(&base), &base, &target).unwrap();
+    w.push_delta(ChunkHash::of(&target), target.len(), &stored);
     w.finish().0
+}
+
+/// Two entries chunks of the same 12 keys (40-byte values), the second with one value changed.
+fn sample_delta_pair() -> (Vec<u8>, Vec<u8>) {
+    let chunk = |changed: u8| {
+        let entries: Vec<([u8; 1], [u8; 40])> =
+            (0u8..12).map(|i| ([i], [if i == changed { 0xee } else { i }; 40])).collect();
+        encode_entries_chunk(entries.iter().map(|(k, v)| (&k[..], Some(&v[..]))))
+    };
+    (chunk(99), chunk(5))
+}
+
+/// A chunk of `segment` read back and verified; a delta chunk against its base in the same
+/// segment.
+fn read_in_segment(segment: &[u8], chunks: &[SegmentChunk], c: &SegmentChunk) -> Result<Vec<u8>, DecodeError> {
+    let stored_of = |c: &SegmentChunk| &segment[c.offset as usize..][..c.stored_len as usize];
+    if c.codec != Codec::Delta {
+        return segment_chunk_bytes(c, stored_of(c));
+    }
+    let stored = stored_of(c);
+    let base_hash = delta_base(stored)?;
+    let base =
+        chunks.iter().find(|b| b.hash == base_hash && b.codec != Codec::Delta).ok_or(DecodeError::Checksum("base"))?;
+    apply_delta(c, stored, &segment_chunk_bytes(base, stored_of(base))?)
 }
 
 fn sample_head() -> Head {
@@ -219,9 +248,10 @@ fn store_marker_is_pinned() {
     let mut newer = bytes;
     newer[8] = 9;
     assert!(matches!(decode_store_marker(&newer), Err(DecodeError::UnsupportedVersion { found: 9, .. })));
+    // The previous version (2: no delta chunks) is refused too: there is no in-place upgrade.
     let mut older = bytes;
-    older[8] = 1;
-    assert!(matches!(decode_store_marker(&older), Err(DecodeError::UnsupportedVersion { found: 1, .. })));
+    older[8] = 2;
+    assert!(matches!(decode_store_marker(&older), Err(DecodeError::UnsupportedVersion { found: 2, .. })));
 }
 
 #[test]
@@ -230,13 +260,21 @@ fn segment_is_pinned_and_every_chunk_reads_back_verified() {
     fixture("segment.seg", &bytes);
     let (id, chunks) = decode_segment(&bytes).unwrap();
     assert_eq!(id, SegmentId(2));
-    assert_eq!(chunks.len(), 3);
+    assert_eq!(chunks.len(), 5);
     assert_eq!(chunks[1].codec, Codec::Lz4, "a compressible chunk is stored compressed");
+    assert_eq!(chunks[4].codec, Codec::Delta);
+    assert!(chunks[4].stored_len < chunks[3].stored_len / 2, "a delta is stored smaller");
     for c in &chunks {
         let stored = &bytes[c.offset as usize..][..c.stored_len as usize];
-        let raw = segment_chunk_bytes(c, stored).unwrap();
+        let raw = read_in_segment(&bytes, &chunks, c).unwrap();
         assert_eq!(ChunkHash::of(&raw), c.hash);
-        assert_eq!(segment_chunk_into_raw(c, stored.to_vec()).unwrap(), raw);
+        if c.codec == Codec::Delta {
+            assert_eq!(raw, sample_delta_pair().1);
+            assert!(segment_chunk_bytes(c, stored).is_err(), "a delta is not read without its base");
+            assert!(segment_chunk_into_raw(c, stored.to_vec()).is_err());
+        } else {
+            assert_eq!(segment_chunk_into_raw(c, stored.to_vec()).unwrap(), raw);
+        }
     }
 }
 
@@ -247,10 +285,7 @@ fn segment_flips_are_detected_or_harmless_and_truncations_rejected() {
         assert!(decode_segment(&bytes[..cut]).is_err(), "truncation at {cut} accepted");
     }
     let (_, chunks) = decode_segment(&bytes).unwrap();
-    let originals: Vec<Vec<u8>> = chunks
-        .iter()
-        .map(|c| segment_chunk_bytes(c, &bytes[c.offset as usize..][..c.stored_len as usize]).unwrap())
-        .collect();
+    let originals: Vec<Vec<u8>> = chunks.iter().map(|c| read_in_segment(&bytes, &chunks, c).unwrap()).collect();
     for i in 0..bytes.len() {
         for bit in 0..8 {
             let mut flipped = bytes.clone();
@@ -261,6 +296,9 @@ fn segment_flips_are_detected_or_harmless_and_truncations_rejected() {
             let Ok((_, chunks)) = decode_segment(&flipped) else { continue };
             let caught_or_harmless = chunks.iter().zip(&originals).all(|(c, original)| {
                 let stored = &flipped[c.offset as usize..][..c.stored_len as usize];
+                if c.codec == Codec::Delta {
+                    return read_in_segment(&flipped, &chunks, c).map_or(true, |raw| raw == *original);
+                }
                 let owned = segment_chunk_into_raw(c, stored.to_vec());
                 match segment_chunk_bytes(c, stored) {
                     Err(_) => owned.is_err(),

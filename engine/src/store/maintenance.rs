@@ -7,7 +7,7 @@ use crate::format::{self, CheckpointId, ManifestKind, Pin, SegmentId, SegmentWri
 use crate::storage::{manifest_name, parse_manifest_name, parse_segment_name, segment_name, MANIFESTS, PINS, SEGMENTS};
 use crate::version::{self, load_manifest};
 use crate::{Error, Result};
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// A step of a compaction, reported to [`Store::compact_with_hook`]'s hook after it is done.
@@ -496,7 +496,9 @@ impl Store {
                 Err(_) => unreadable.push(id),
             }
         }
-        let live = gc::live_chunks(st, &index, &manifests)?;
+        let mut live = gc::live_chunks(st, &index, &manifests)?;
+        let bases = gc::add_delta_bases(st, &index, &mut live)?;
+        let deltas = self.plan_deltas(&index, &manifests, head.current, &bases)?;
         let mut uses = gc::segment_use(&index, &live, head.max_segment_id);
         // Each segment's chunk bytes, framing excluded, so a wholly live segment has a live
         // fraction of exactly 1 and is never rewritten again. A segment that is home to no
@@ -517,7 +519,45 @@ impl Store {
                 inner.chunks.add_segment(*id, table);
             }
         }
-        Ok(Some(GcPlan { uses, sizes, index, min_live_fraction: self.shared.opts.segment_live_fraction_min }))
+        Ok(Some(GcPlan { uses, sizes, index, deltas, min_live_fraction: self.shared.opts.segment_live_fraction_min }))
+    }
+
+    /// The live chunks to store as deltas if their segment is rewritten, each with its base
+    /// and its stored bytes (see `gc::delta_candidates`). Encodings are kept between GCs, so
+    /// each candidate is read and encoded once while it stays one.
+    fn plan_deltas(
+        &self,
+        index: &version::ChunkIndex,
+        manifests: &[format::Manifest],
+        head: CheckpointId,
+        bases: &HashSet<format::ChunkHash>,
+    ) -> Result<HashMap<format::ChunkHash, (format::ChunkHash, Vec<u8>)>> {
+        let st = self.shared.storage.as_ref();
+        let candidates = gc::delta_candidates(st, index, manifests, head, bases)?;
+        let mut cache = std::mem::take(&mut self.shared.lock()?.delta_cache);
+        let mut kept = HashMap::with_capacity(candidates.len());
+        let mut deltas = HashMap::new();
+        for (hash, base) in candidates {
+            let encoded = match cache.remove(&(hash, base)) {
+                Some(known) => known,
+                // A damaged chunk stays as it is (`verify` reports it); a failing medium
+                // stops the compaction.
+                None => match version::read_chunk(st, index, &hash).and_then(|raw| {
+                    let base_raw = version::read_chunk(st, index, &base)?;
+                    Ok(format::encode_delta(&base, &base_raw, &raw))
+                }) {
+                    Ok(encoded) => encoded,
+                    Err(Error::Corrupted { .. }) => None,
+                    Err(e) => return Err(e),
+                },
+            };
+            if let Some(stored) = &encoded {
+                deltas.insert(hash, (base, stored.clone()));
+            }
+            kept.insert((hash, base), encoded);
+        }
+        self.shared.lock()?.delta_cache = kept;
+        Ok(deltas)
     }
 
     /// Copy the live chunks of sparse segments into one new segment, make it durable and
@@ -530,12 +570,26 @@ impl Store {
     /// HEAD commit and the index update take the locks.
     fn rewrite_sparse(&self, plan: &GcPlan, report: &mut CompactionReport) -> Result<Vec<SegmentId>> {
         let mut dead: Vec<SegmentId> = plan.uses.iter().filter(|(_, u)| u.live.is_empty()).map(|(id, _)| *id).collect();
+        // A segment's live bytes count each chunk planned as a delta at its delta's size: what
+        // the segment's live chunks would take once rewritten.
+        let live_after = |u: &gc::SegmentUse| -> u64 {
+            let saved: u64 = u
+                .live
+                .iter()
+                .filter_map(|h| {
+                    let (_, stored) = plan.deltas.get(h)?;
+                    let loc = plan.index.get(h)?;
+                    Some(u64::from(loc.chunk.stored_len).saturating_sub(stored.len() as u64))
+                })
+                .sum();
+            u.live_bytes.saturating_sub(saved)
+        };
         let sparse: Vec<SegmentId> = plan
             .uses
             .iter()
             .filter(|(id, u)| {
                 let size = plan.sizes.get(id).copied().unwrap_or(0);
-                !u.live.is_empty() && (u.live_bytes as f64) < plan.min_live_fraction * size as f64
+                !u.live.is_empty() && (live_after(u) as f64) < plan.min_live_fraction * size as f64
             })
             .map(|(id, _)| *id)
             .collect();
@@ -560,8 +614,19 @@ impl Store {
         for id in &sparse {
             for hash in plan.uses.get(id).map(|u| u.live.as_slice()).unwrap_or_default() {
                 let Some(loc) = plan.index.get(hash).copied() else { continue };
+                // Every chunk copied is read and verified first (a delta against its base).
                 let raw = version::read_chunk(st, &plan.index, hash)?;
-                writer.push(*hash, loc.chunk.kind, &raw, codec);
+                if let Some((_, stored)) = plan.deltas.get(hash) {
+                    writer.push_delta(*hash, raw.len(), stored);
+                    report.chunks_stored_as_delta += 1;
+                } else if loc.chunk.codec == format::Codec::Delta {
+                    // Stays a delta against the same base, which stays live and whole.
+                    let stored =
+                        st.read_range(&segment_name(loc.segment), loc.chunk.offset, loc.chunk.stored_len as usize)?;
+                    writer.push_delta(*hash, raw.len(), &stored);
+                } else {
+                    writer.push(*hash, loc.chunk.kind, &raw, codec);
+                }
             }
         }
         let (bytes, chunks) = writer.finish();
@@ -630,5 +695,7 @@ struct GcPlan {
     sizes: BTreeMap<SegmentId, u64>,
     /// The chunk index as the mark saw it: where every live chunk is.
     index: version::ChunkIndex,
+    /// Live chunks to store as deltas if their segment is rewritten: chunk -> (base, stored).
+    deltas: HashMap<format::ChunkHash, (format::ChunkHash, Vec<u8>)>,
     min_live_fraction: f64,
 }

@@ -23,7 +23,7 @@ use crate::version::{self, load_manifest, read_head, ChunkIndex};
 use crate::view::CheckpointView;
 use crate::{Error, Result};
 use pipeline::{Job, Pipeline, RECENT_RECORDS};
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -147,6 +147,9 @@ pub(crate) struct Inner {
     gc_guard: Option<HashSet<ChunkHash>>,
     /// Whether a compaction is running (one at a time).
     compacting: bool,
+    /// Delta encodings the GC worked out, kept between GCs while the chunk stays a candidate
+    /// with the same base: (chunk, base) -> its stored delta, or `None` if not worth storing.
+    pub(crate) delta_cache: HashMap<(ChunkHash, ChunkHash), Option<Vec<u8>>>,
     /// Bytes compaction wrote since open.
     bytes_rewritten: u64,
     /// Why the last automatic compaction failed, if it did.
@@ -401,6 +404,7 @@ impl Store {
             viewed: BTreeMap::new(),
             gc_guard: None,
             compacting: false,
+            delta_cache: HashMap::new(),
             bytes_rewritten: 0,
             last_auto_compact_error: None,
             in_flight: 0,

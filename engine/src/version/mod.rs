@@ -13,15 +13,40 @@ use crate::state::{shard_of, Key, TableData, Value, SHARDS};
 use crate::storage::{segment_name, Storage};
 use crate::{Error, Result};
 
-/// Read a chunk by hash and verify it (blake3 of the raw bytes must equal its name).
+/// Read a chunk by hash and verify it (blake3 of the raw bytes must equal its name). A delta
+/// chunk is rebuilt from its base, which must be stored whole (not itself a delta).
 pub(crate) fn read_chunk(storage: &dyn Storage, index: &ChunkIndex, hash: &ChunkHash) -> Result<Vec<u8>> {
-    let loc = index.get(hash).ok_or_else(|| {
+    let (name, loc, stored) = read_stored(storage, index, hash)?;
+    let corrupted =
+        |e: format::DecodeError| Error::corrupted(format!("{name} (chunk {})", hash.to_hex()), e.to_string());
+    if loc.chunk.codec != format::Codec::Delta {
+        return format::segment_chunk_into_raw(&loc.chunk, stored).map_err(corrupted);
+    }
+    let base_hash = format::delta_base(&stored).map_err(corrupted)?;
+    let (base_name, base_loc, base_stored) = read_stored(storage, index, &base_hash)?;
+    if base_loc.chunk.codec == format::Codec::Delta {
+        return Err(Error::corrupted(
+            format!("{name} (chunk {})", hash.to_hex()),
+            format!("its base {} is a delta chunk too", base_hash.to_hex()),
+        ));
+    }
+    let base = format::segment_chunk_into_raw(&base_loc.chunk, base_stored)
+        .map_err(|e| Error::corrupted(format!("{base_name} (chunk {})", base_hash.to_hex()), e.to_string()))?;
+    format::apply_delta(&loc.chunk, &stored, &base).map_err(corrupted)
+}
+
+/// A chunk's home and stored bytes, as read.
+fn read_stored(
+    storage: &dyn Storage,
+    index: &ChunkIndex,
+    hash: &ChunkHash,
+) -> Result<(String, chunks::ChunkLocation, Vec<u8>)> {
+    let loc = *index.get(hash).ok_or_else(|| {
         Error::corrupted(format!("chunk {}", hash.to_hex()), "referenced, but no committed segment holds it intact")
     })?;
     let name = segment_name(loc.segment);
     let stored = storage.read_range(&name, loc.chunk.offset, loc.chunk.stored_len as usize)?;
-    format::segment_chunk_into_raw(&loc.chunk, stored)
-        .map_err(|e| Error::corrupted(format!("{name} (chunk {})", hash.to_hex()), e.to_string()))
+    Ok((name, loc, stored))
 }
 
 /// Read and decode a run index chunk.
