@@ -4,10 +4,11 @@
 //!   retained checkpoint still reads exactly as before, and the next compaction cleans the
 //!   leftovers;
 //! - a checkpoint interleaved at every step boundary of a GC, including one that reuses chunks
-//!   of segments the GC found dead, never references a deleted chunk.
+//!   of segments the GC found dead and one that reuses chunks the GC stores as deltas, never
+//!   references a deleted chunk.
 
 use cairn::storage::{CrashMode, SimFs};
-use cairn::{CheckpointId, CompactStep, ManifestKind, Options, Result, Retention, Store};
+use cairn::{CheckpointId, CheckpointInfo, CompactStep, ManifestKind, Options, Result, Retention, Store};
 use cairn_tests::{dump, dump_view, sim_store, Dump};
 use std::collections::BTreeMap;
 
@@ -48,8 +49,9 @@ fn round(store: &Store, c: u32) -> Result<CheckpointId> {
 /// first round's segment is now partly live (its "v" run is, its "t" run is not), ready for a
 /// compaction with [`retention`] that merges, deletes and rewrites segments.
 /// Returns every checkpoint's state.
-/// Stage 3: a large base checkpoint (keys between those the rounds write), then stage 0's
-/// 12 checkpoints: the base outweighs the rest, so the merge is a slice merge.
+/// Stage 3: a large base checkpoint (keys between those the rounds write), then stage 1 on
+/// top of it: the base outweighs the rest, so each merge is a slice merge, and the chunks a
+/// merge replaced are stored as deltas by the GC.
 fn setup(fs: &SimFs, stage: u32) -> Result<(Store, BTreeMap<CheckpointId, Dump>)> {
     let store = sim_store(fs, opts())?;
     let mut states = BTreeMap::new();
@@ -182,6 +184,31 @@ fn crash_after_every_operation_of_compaction_and_gc() -> Result<()> {
     Ok(())
 }
 
+/// Compact `store` and, after step number `at` of that compaction, put `entries` into table
+/// "u" and checkpoint. Returns the step, the checkpoint and the working state it holds.
+fn checkpoint_during_compaction(
+    store: &Store,
+    retention: &Retention,
+    at: usize,
+    entries: &BTreeMap<Vec<u8>, Vec<u8>>,
+) -> Result<(CompactStep, CheckpointInfo, Dump)> {
+    let mut n = 0;
+    let mut taken = None;
+    store.compact_with_hook(retention, |step| {
+        if n == at {
+            let u = store.table("u")?;
+            for (k, v) in entries {
+                u.put(k, v)?;
+            }
+            let info = store.checkpoint(b"during gc")?;
+            taken = Some((step, info, dump(store)?));
+        }
+        n += 1;
+        Ok(())
+    })?;
+    Ok(taken.unwrap_or_else(|| panic!("boundary {at} never reached")))
+}
+
 #[test]
 fn a_checkpoint_at_every_gc_step_boundary_never_references_a_deleted_chunk() -> Result<()> {
     // How many step boundaries a GC of stage 1 has.
@@ -201,27 +228,14 @@ fn a_checkpoint_at_every_gc_step_boundary_never_references_a_deleted_chunk() -> 
         // Table "u" gets exactly the entries checkpoint 1 wrote to "t": its chunks are the
         // chunks of segment 1, which the GC finds dead once checkpoint 1 is gone.
         let first = states.get(&CheckpointId(1)).and_then(|d| d.get("t")).cloned().unwrap_or_default();
-        let mut n = 0;
-        let mut taken = None;
-        store.compact_with_hook(&Retention::keep_last(3), |step| {
-            if n == at {
-                let u = store.table("u")?;
-                for (k, v) in &first {
-                    u.put(k, v)?;
-                }
-                let info = store.checkpoint(b"during gc")?;
-                // Before the sweep the dead chunks are still indexed, so the checkpoint reuses
-                // them and the GC must keep their segments; once the sweep starts they are gone
-                // from the index and are written anew.
-                if step != CompactStep::SegmentDeleted {
-                    assert!(info.chunks_reused > 0, "boundary {at} ({step:?}): {info:?}");
-                }
-                taken = Some((info.id, dump(&store)?));
-            }
-            n += 1;
-            Ok(())
-        })?;
-        let (id, state) = taken.unwrap_or_else(|| panic!("boundary {at} never reached"));
+        let (step, info, state) = checkpoint_during_compaction(&store, &Retention::keep_last(3), at, &first)?;
+        // Before the sweep the dead chunks are still indexed, so the checkpoint reuses them and
+        // the GC must keep their segments; once the sweep starts they are gone from the index
+        // and are written anew.
+        if step != CompactStep::SegmentDeleted {
+            assert!(info.chunks_reused > 0, "boundary {at} ({step:?}): {info:?}");
+        }
+        let id = info.id;
         states.insert(id, state.clone());
         drop(store);
         let store = sim_store(&fs, opts())?;
@@ -229,6 +243,41 @@ fn a_checkpoint_at_every_gc_step_boundary_never_references_a_deleted_chunk() -> 
         assert!(store.verify()?.is_ok(), "boundary {at}: {:?}", store.verify()?.problems);
         store.compact()?;
         assert_eq!(dump_view(&store.at(id)?)?, state, "boundary {at}: after the next compaction");
+    }
+    Ok(())
+}
+
+#[test]
+fn a_checkpoint_at_every_step_of_a_gc_writing_deltas_reads_back() -> Result<()> {
+    let fs = SimFs::new();
+    let (store, _) = setup(&fs, 3)?;
+    let mut boundaries = 0;
+    let report = store.compact_with_hook(&retention(3), |_| {
+        boundaries += 1;
+        Ok(())
+    })?;
+    assert!(report.chunks_stored_as_delta > 0, "the GC writes deltas: {report:?}");
+    drop(store);
+
+    for at in 0..boundaries {
+        let fs = SimFs::new();
+        let (store, states) = setup(&fs, 3)?;
+        // Table "u" gets the base checkpoint's entries of "t": its chunks are the base run's,
+        // among them those this GC turns into deltas.
+        let base = states.values().next().and_then(|d| d.get("t")).cloned().unwrap_or_default();
+        let (step, info, state) = checkpoint_during_compaction(&store, &retention(3), at, &base)?;
+        assert!(info.chunks_reused > 0, "boundary {at} ({step:?}): {info:?}");
+        let id = info.id;
+        assert_eq!(dump_view(&store.at(id)?)?, state, "boundary {at}: before reopen");
+        drop(store);
+        let store = sim_store(&fs, opts())?;
+        assert_eq!(dump(&store)?, state, "boundary {at}: reopen restores the checkpoint taken during the GC");
+        assert!(store.verify()?.is_ok(), "boundary {at}: {:?}", store.verify()?.problems);
+        for _ in 0..2 {
+            store.compact_with(&retention(3))?;
+            assert_eq!(dump_view(&store.at(id)?)?, state, "boundary {at}: after the next compactions");
+            assert!(store.verify()?.is_ok(), "boundary {at}: {:?}", store.verify()?.problems);
+        }
     }
     Ok(())
 }

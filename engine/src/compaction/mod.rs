@@ -33,7 +33,8 @@ pub struct CompactionReport {
     pub segments_deleted: u64,
     /// Segments rewritten (live chunks copied to a new segment) and then deleted.
     pub segments_rewritten: u64,
-    /// Chunks a rewrite stored as a delta against a chunk of HEAD (see [`crate::Store::compact`]).
+    /// Chunks a rewrite stored as a delta against a chunk of HEAD (see
+    /// [`crate::Store::compact_with`]).
     pub chunks_stored_as_delta: u64,
     /// Bytes of segments and manifests deleted.
     pub bytes_reclaimed: u64,

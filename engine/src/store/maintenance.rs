@@ -132,7 +132,9 @@ impl Store {
     /// Compact: merge runs of tables past [`crate::Options::max_runs_per_table`] into a new
     /// compaction checkpoint, delete the checkpoints `retention` drops, then collect garbage:
     /// delete segments no retained checkpoint needs and rewrite those whose live fraction is
-    /// below [`crate::Options::segment_live_fraction_min`].
+    /// below [`crate::Options::segment_live_fraction_min`]. A rewrite stores a chunk that only
+    /// checkpoints older than a merge need as a delta against the chunk of HEAD that replaced
+    /// it (counted at that size in the live fraction; see `format-spec.md` 3.6a).
     ///
     /// Every retained checkpoint reads exactly as before. A crash at any instant loses
     /// nothing; running it again finishes the job. Writers wait only while a step holds the
