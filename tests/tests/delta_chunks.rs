@@ -177,3 +177,42 @@ fn a_damaged_delta_chunk_is_reported_and_never_read_as_data() -> Result<()> {
     assert!(damaged >= 10);
     Ok(())
 }
+
+#[test]
+fn a_damaged_candidate_is_left_as_it_is_and_the_compaction_goes_on() -> Result<()> {
+    let fs = SimFs::new();
+    let store = sim_store(&fs, opts())?;
+    let t = store.table("state")?;
+    for id in 0..KEYS {
+        t.put(&key16(id), &value100(id, 0))?;
+    }
+    store.checkpoint(b"load")?;
+    for round in 1..=7 {
+        for id in (round..KEYS).step_by(53) {
+            t.put(&key16(id), &value100(id, round))?;
+        }
+        store.checkpoint(&round.to_le_bytes())?;
+    }
+    // Once the merge has replaced a slice of the load's chunks, and before the GC plans them
+    // as deltas, every entries chunk of the load's segment is damaged (not its run index: a
+    // mark that cannot read what is live must stop).
+    let load = "segments/0000000000000001.seg";
+    let report = store.compact_with_hook(&Retention::keep_last(10), |step| {
+        if step == cairn::CompactStep::Merged {
+            let (_, chunks) = decode_segment(&fs.file(load).unwrap_or_default())
+                .unwrap_or_else(|e| panic!("the load's segment: {e}"));
+            let entries: Vec<_> = chunks.into_iter().filter(|c| c.kind == cairn::format::ChunkKind::Entries).collect();
+            assert!(entries.len() > 10);
+            assert!(fs.corrupt(load, |b| {
+                for c in &entries {
+                    b[(c.offset + u64::from(c.stored_len) / 2) as usize] ^= 0x5a;
+                }
+            }));
+        }
+        Ok(())
+    })?;
+    assert!(report.slices_merged > 0, "{report:?}");
+    assert_eq!(report.chunks_stored_as_delta, 0, "nothing planned from damaged chunks: {report:?}");
+    assert!(!store.verify()?.is_ok(), "verify still reports the damage");
+    Ok(())
+}

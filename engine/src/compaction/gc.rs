@@ -8,33 +8,37 @@
 //! manifests reference plus the base of every delta chunk the index holds (bases are never
 //! deltas, so one step closes the set), and a base is never itself turned into a delta.
 
-use crate::format::{self, CheckpointId, ChunkHash, Codec, Manifest, SegmentId};
+use crate::format::{self, CheckpointId, ChunkHash, Codec, Manifest, RunIndex, SegmentId};
 use crate::storage::{segment_name, Storage};
 use crate::version::{self, ChunkIndex};
 use crate::Result;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+/// The run index chunks the given manifests reference, read once each: by hash.
+pub(crate) type RunIndexes = HashMap<ChunkHash, RunIndex>;
+
 /// Every chunk the given manifests reference: their run index chunks and the entries chunks
-/// those list.
+/// those list. Also returns the run indexes read, for [`delta_candidates`].
 pub(crate) fn live_chunks<'a>(
     storage: &dyn Storage,
     index: &ChunkIndex,
     manifests: impl IntoIterator<Item = &'a Manifest>,
-) -> Result<HashSet<ChunkHash>> {
+) -> Result<(HashSet<ChunkHash>, RunIndexes)> {
     let mut live = HashSet::new();
+    let mut run_indexes = RunIndexes::new();
     for m in manifests {
         for t in &m.tables {
             for run in &t.runs {
                 if !live.insert(run.index) {
                     continue; // a run shared with an earlier manifest: its chunks are in already
                 }
-                for c in version::read_run_index(storage, index, &run.index)?.chunks {
-                    live.insert(c.hash);
-                }
+                let run_index = version::read_run_index(storage, index, &run.index)?;
+                live.extend(run_index.chunks.iter().map(|c| c.hash));
+                run_indexes.insert(run.index, run_index);
             }
         }
     }
-    Ok(live)
+    Ok((live, run_indexes))
 }
 
 /// One segment as the GC sees it.
@@ -89,23 +93,26 @@ pub(crate) fn add_delta_bases(
 /// itself, whose table in `head` has a whole entries chunk starting at the same key. After a
 /// merge rewrote a key range, that is the new chunk for the same keys: the two differ only by
 /// the entries updated in between.
+///
+/// `run_indexes` holds every run index the manifests reference ([`live_chunks`]).
 pub(crate) fn delta_candidates(
-    storage: &dyn Storage,
     index: &ChunkIndex,
     manifests: &[Manifest],
+    run_indexes: &RunIndexes,
     head: CheckpointId,
     bases: &HashSet<ChunkHash>,
-) -> Result<Vec<(ChunkHash, ChunkHash)>> {
-    let Some(head) = manifests.iter().find(|m| m.id == head) else { return Ok(Vec::new()) };
+) -> Vec<(ChunkHash, ChunkHash)> {
+    let Some(head) = manifests.iter().find(|m| m.id == head) else { return Vec::new() };
+    let chunks_of = |run: &format::RunRef| run_indexes.get(&run.index).map(|r| r.chunks.as_slice()).unwrap_or_default();
     let whole = |hash: &ChunkHash| index.get(hash).is_some_and(|loc| loc.chunk.codec != Codec::Delta);
     let mut in_head = HashSet::new();
-    let mut head_by_first_key: HashMap<(&str, Vec<u8>), ChunkHash> = HashMap::new();
+    let mut head_by_first_key: HashMap<(&str, &[u8]), ChunkHash> = HashMap::new();
     for t in &head.tables {
         for run in &t.runs {
-            for c in version::read_run_index(storage, index, &run.index)?.chunks {
+            for c in chunks_of(run) {
                 in_head.insert(c.hash);
                 if whole(&c.hash) {
-                    head_by_first_key.insert((t.name.as_str(), c.first_key), c.hash);
+                    head_by_first_key.insert((t.name.as_str(), c.first_key.as_slice()), c.hash);
                 }
             }
         }
@@ -119,11 +126,13 @@ pub(crate) fn delta_candidates(
                 if !seen_runs.insert(run.index) {
                     continue;
                 }
-                for c in version::read_run_index(storage, index, &run.index)?.chunks {
+                for c in chunks_of(run) {
                     if in_head.contains(&c.hash) || bases.contains(&c.hash) || !whole(&c.hash) {
                         continue;
                     }
-                    let Some(base) = head_by_first_key.get(&(t.name.as_str(), c.first_key)) else { continue };
+                    let Some(base) = head_by_first_key.get(&(t.name.as_str(), c.first_key.as_slice())) else {
+                        continue;
+                    };
                     if taken.insert(c.hash) {
                         candidates.push((c.hash, *base));
                     }
@@ -131,5 +140,5 @@ pub(crate) fn delta_candidates(
             }
         }
     }
-    Ok(candidates)
+    candidates
 }

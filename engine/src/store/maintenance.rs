@@ -498,9 +498,10 @@ impl Store {
                 Err(_) => unreadable.push(id),
             }
         }
-        let mut live = gc::live_chunks(st, &index, &manifests)?;
+        let (mut live, run_indexes) = gc::live_chunks(st, &index, &manifests)?;
         let bases = gc::add_delta_bases(st, &index, &mut live)?;
-        let deltas = self.plan_deltas(&index, &manifests, head.current, &bases)?;
+        let candidates = gc::delta_candidates(&index, &manifests, &run_indexes, head.current, &bases);
+        let deltas = self.plan_deltas(&index, candidates)?;
         let mut uses = gc::segment_use(&index, &live, head.max_segment_id);
         // Each segment's chunk bytes, framing excluded, so a wholly live segment has a live
         // fraction of exactly 1 and is never rewritten again. A segment that is home to no
@@ -530,12 +531,9 @@ impl Store {
     fn plan_deltas(
         &self,
         index: &version::ChunkIndex,
-        manifests: &[format::Manifest],
-        head: CheckpointId,
-        bases: &HashSet<format::ChunkHash>,
+        candidates: Vec<(format::ChunkHash, format::ChunkHash)>,
     ) -> Result<HashMap<format::ChunkHash, (format::ChunkHash, Vec<u8>)>> {
         let st = self.shared.storage.as_ref();
-        let candidates = gc::delta_candidates(st, index, manifests, head, bases)?;
         let mut cache = std::mem::take(&mut self.shared.lock()?.delta_cache);
         let mut kept = HashMap::with_capacity(candidates.len());
         let mut deltas = HashMap::new();
@@ -616,17 +614,17 @@ impl Store {
         for id in &sparse {
             for hash in plan.uses.get(id).map(|u| u.live.as_slice()).unwrap_or_default() {
                 let Some(loc) = plan.index.get(hash).copied() else { continue };
-                // Every chunk copied is read and verified first (a delta against its base).
-                let raw = version::read_chunk(st, &plan.index, hash)?;
+                let raw_len = loc.chunk.raw_len as usize;
+                // Every chunk copied is read and verified first, except a planned delta: it was
+                // encoded from the chunk's verified raw bytes when it was planned.
                 if let Some((_, stored)) = plan.deltas.get(hash) {
-                    writer.push_delta(*hash, raw.len(), stored);
+                    writer.push_delta(*hash, raw_len, stored);
                     report.chunks_stored_as_delta += 1;
                 } else if loc.chunk.codec == format::Codec::Delta {
                     // Stays a delta against the same base, which stays live and whole.
-                    let stored =
-                        st.read_range(&segment_name(loc.segment), loc.chunk.offset, loc.chunk.stored_len as usize)?;
-                    writer.push_delta(*hash, raw.len(), &stored);
+                    writer.push_delta(*hash, raw_len, &version::read_delta_stored(st, &plan.index, hash)?);
                 } else {
+                    let raw = version::read_chunk(st, &plan.index, hash)?;
                     writer.push(*hash, loc.chunk.kind, &raw, codec);
                 }
             }

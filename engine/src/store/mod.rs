@@ -702,7 +702,7 @@ impl Store {
             }
         }
         // A run index in an unreadable segment leaves live bytes unknown (0); `verify` names it.
-        if let Ok(live) = crate::compaction::gc::live_chunks(st, &inner.chunks, &retained) {
+        if let Ok((live, _)) = crate::compaction::gc::live_chunks(st, &inner.chunks, &retained) {
             stats.live_bytes =
                 live.iter().filter_map(|h| inner.chunks.get(h)).map(|l| u64::from(l.chunk.raw_len)).sum();
         }

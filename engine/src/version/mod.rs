@@ -17,12 +17,37 @@ use crate::{Error, Result};
 /// chunk is rebuilt from its base, which must be stored whole (not itself a delta).
 pub(crate) fn read_chunk(storage: &dyn Storage, index: &ChunkIndex, hash: &ChunkHash) -> Result<Vec<u8>> {
     let (name, loc, stored) = read_stored(storage, index, hash)?;
+    if loc.chunk.codec != format::Codec::Delta {
+        return format::segment_chunk_into_raw(&loc.chunk, stored)
+            .map_err(|e| Error::corrupted(format!("{name} (chunk {})", hash.to_hex()), e.to_string()));
+    }
+    rebuild_delta(storage, index, &name, &loc, &stored)
+}
+
+/// The stored bytes of the delta chunk `hash`, once it has been rebuilt from its base and
+/// verified: for a copy that stays a delta (a GC rewrite), read once.
+pub(crate) fn read_delta_stored(storage: &dyn Storage, index: &ChunkIndex, hash: &ChunkHash) -> Result<Vec<u8>> {
+    let (name, loc, stored) = read_stored(storage, index, hash)?;
+    if loc.chunk.codec != format::Codec::Delta {
+        return Err(Error::corrupted(format!("{name} (chunk {})", hash.to_hex()), "not stored as a delta"));
+    }
+    rebuild_delta(storage, index, &name, &loc, &stored)?;
+    Ok(stored)
+}
+
+/// The raw bytes of the delta chunk at `loc` (in segment `name`, stored as `stored`), rebuilt
+/// from its base and verified.
+fn rebuild_delta(
+    storage: &dyn Storage,
+    index: &ChunkIndex,
+    name: &str,
+    loc: &chunks::ChunkLocation,
+    stored: &[u8],
+) -> Result<Vec<u8>> {
+    let hash = loc.chunk.hash;
     let corrupted =
         |e: format::DecodeError| Error::corrupted(format!("{name} (chunk {})", hash.to_hex()), e.to_string());
-    if loc.chunk.codec != format::Codec::Delta {
-        return format::segment_chunk_into_raw(&loc.chunk, stored).map_err(corrupted);
-    }
-    let base_hash = format::delta_base(&stored).map_err(corrupted)?;
+    let base_hash = format::delta_base(stored).map_err(corrupted)?;
     let (base_name, base_loc, base_stored) = read_stored(storage, index, &base_hash)?;
     if base_loc.chunk.codec == format::Codec::Delta {
         return Err(Error::corrupted(
@@ -32,7 +57,7 @@ pub(crate) fn read_chunk(storage: &dyn Storage, index: &ChunkIndex, hash: &Chunk
     }
     let base = format::segment_chunk_into_raw(&base_loc.chunk, base_stored)
         .map_err(|e| Error::corrupted(format!("{base_name} (chunk {})", base_hash.to_hex()), e.to_string()))?;
-    format::apply_delta(&loc.chunk, &stored, &base).map_err(corrupted)
+    format::apply_delta(&loc.chunk, stored, &base).map_err(corrupted)
 }
 
 /// A chunk's home and stored bytes, as read.
