@@ -282,3 +282,47 @@ fn a_failed_auto_compaction_does_not_fail_the_committed_checkpoint() -> Result<(
     assert_eq!(store.head()?.map(|h| (h.id, h.metadata)), Some((info.id, b"committed".to_vec())));
     Ok(())
 }
+
+/// A merge streams its runs a chunk at a time and writes each full segment as it goes: a
+/// damaged chunk it meets after writing some stops it with `Corrupted`, the segments it wrote
+/// are deleted, and the store carries on.
+#[test]
+fn a_merge_that_meets_damage_midway_leaves_no_segment_behind() -> Result<()> {
+    // 9.3 MB a run: the merge adds chunks to its segments 4 MiB at a time, and writes each
+    // full 4 MiB segment at once.
+    const KEYS: u64 = 80_000;
+    let fs = SimFs::new();
+    let store = sim_store(&fs, Options::new().max_runs_per_table(4).merge_slices(1))?;
+    let t = store.table("state")?;
+    // A load, then four runs of a fifth of the keys each: all five runs are merged, and the
+    // merged chunks are new (none is one of the runs' own, which would be deduplicated).
+    for round in 0..5 {
+        for id in (0..KEYS).filter(|id| round == 0 || id % 5 == round) {
+            t.put(&cairn_tests::key16(id), &cairn_tests::value100(id, round))?;
+        }
+        store.checkpoint(&round.to_le_bytes())?;
+    }
+    // The newest run's last chunk holds its highest keys: the merge meets it last, after a
+    // segment of output was written.
+    let segments = |fs: &SimFs| fs.files().into_iter().filter(|f| f.starts_with("segments/")).collect::<Vec<_>>();
+    let before = segments(&fs);
+    let newest = before.last().cloned().unwrap_or_default();
+    let (_, chunks) = cairn::format::decode_segment(&fs.file(&newest).unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{newest}: {e}"));
+    let last = chunks.iter().rfind(|c| c.kind == cairn::format::ChunkKind::Entries).cloned();
+    let last = last.unwrap_or_else(|| panic!("{newest} holds no entries chunk"));
+    assert!(fs.corrupt(&newest, |b| b[(last.offset + u64::from(last.stored_len) / 2) as usize] ^= 0x5a));
+
+    let ops = fs.ops();
+    let err = store.compact().err();
+    assert!(matches!(err, Some(Error::Corrupted { .. })), "{err:?}");
+    let log = fs.op_log();
+    let wrote = log.iter().skip(ops as usize).filter(|op| op.contains(" rename segments/")).count();
+    assert!(wrote > 0, "the merge wrote a segment before it met the damage: {log:?}");
+    assert_eq!(segments(&fs), before, "what the merge wrote is gone");
+    // Not poisoned: checkpoints go on.
+    t.put(b"after", b"1")?;
+    store.checkpoint(b"after")?;
+    assert_eq!(t.get(b"after")?, Some(b"1".to_vec()));
+    Ok(())
+}

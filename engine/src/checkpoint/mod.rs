@@ -70,6 +70,8 @@ pub(crate) struct ChunkSink<'a> {
     /// The first error writing a full segment met; nothing more is written, and the commit
     /// (or [`Staged::write`]) returns it.
     spill_error: Option<Error>,
+    /// The first id `spill` must not write ([`ChunkSink::below`]).
+    spill_below: Option<SegmentId>,
 }
 
 /// A segment a sink built: encoded and not yet written, or written by a spilling sink.
@@ -109,6 +111,7 @@ impl<'a> ChunkSink<'a> {
             spill: None,
             spilled: Vec::new(),
             spill_error: None,
+            spill_below: None,
         }
     }
 
@@ -119,6 +122,13 @@ impl<'a> ChunkSink<'a> {
     /// commit deletes them ([`ChunkSink::discard_spilled`]).
     pub(crate) fn spilling(mut self, storage: &'a dyn Storage) -> Self {
         self.spill = Some(storage);
+        self
+    }
+
+    /// Never write a segment with an id of `limit` or above (they were not reserved for this
+    /// sink): reaching it is an error, returned by the commit or [`Staged::write`].
+    pub(crate) fn below(mut self, limit: SegmentId) -> Self {
+        self.spill_below = Some(limit);
         self
     }
 
@@ -168,6 +178,12 @@ impl<'a> ChunkSink<'a> {
             return;
         };
         // After a failed write the commit fails with that error: the rest need not be kept.
+        if self.spill_below.is_some_and(|limit| full.id() >= limit) && self.spill_error.is_none() {
+            self.spill_error = Some(Error::InvalidArgument(format!(
+                "internal: segment {} is past the ids reserved for this write",
+                full.id().0
+            )));
+        }
         if self.spill_error.is_none() {
             let mut staged = StagedSegment::encode(full);
             let bytes = staged.bytes.take().unwrap_or_default();
@@ -190,7 +206,7 @@ impl<'a> ChunkSink<'a> {
 }
 
 /// Chunks hashed together, in parallel: bounds the memory the cut-but-unstored chunks take.
-const HASH_BATCH_BYTES: usize = 8 * 1024 * 1024;
+const HASH_BATCH_BYTES: usize = 4 * 1024 * 1024;
 
 /// Below this many bytes a batch is hashed on the calling thread (spawning costs more).
 const PARALLEL_HASH_MIN_BYTES: usize = 2 * 1024 * 1024;
@@ -208,18 +224,40 @@ pub(crate) fn write_run(
     write_runs_bounded(sink, entries, target, RUN_INDEX_BYTES_MAX, threads)
 }
 
-/// An entries chunk cut but not yet hashed: `arena[start..end]` of its batch.
+fn write_runs_bounded(
+    sink: &mut ChunkSink<'_>,
+    entries: &mut CapturedEntries,
+    target: usize,
+    index_bytes_max: usize,
+    threads: usize,
+) -> Vec<RunRef> {
+    entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let mut writer = RunWriter::bounded(target, threads, index_bytes_max);
+    for (key, value) in entries.iter() {
+        writer.push_entry(sink, key.as_slice(), value.as_deref());
+    }
+    writer.finish(sink)
+}
+
+/// A stored entries chunk listed again by a spliced run, with its raw length.
+pub(crate) type ChunkRef = (RunIndexEntry, u64);
+
+/// An entries chunk cut but not yet hashed: `arena[start..end]` of its batch, whose first
+/// key is `arena[first_key.0..first_key.1]`.
 struct Cut {
     start: usize,
     end: usize,
     entries: u64,
-    /// Position of its first entry.
-    first: usize,
+    first_key: (usize, usize),
 }
 
 impl Cut {
     fn raw<'a>(&self, arena: &'a [u8]) -> &'a [u8] {
         arena.get(self.start..self.end).unwrap_or_default()
+    }
+
+    fn first_key<'a>(&self, arena: &'a [u8]) -> &'a [u8] {
+        arena.get(self.first_key.0..self.first_key.1).unwrap_or_default()
     }
 }
 
@@ -310,100 +348,101 @@ impl RunBuilder {
     }
 }
 
-fn write_runs_bounded(
-    sink: &mut ChunkSink<'_>,
-    entries: &mut CapturedEntries,
-    target: usize,
-    index_bytes_max: usize,
-    threads: usize,
-) -> Vec<RunRef> {
-    let mut runs = RunBuilder::new(index_bytes_max);
-    cut_entries(sink, &mut runs, entries, target, threads);
-    runs.finish(sink);
-    runs.runs
-}
-
-/// A stored entries chunk listed again by a spliced run, with its raw length.
-pub(crate) type ChunkRef = (RunIndexEntry, u64);
-
-/// Write a run made of stored chunks around new ones: the chunks of `before`, then `entries`
-/// cut into new chunks, then the chunks of `after`, in that key order (the caller keeps
-/// every key of `entries` after those of `before` and before those of `after`). The stored
-/// chunks are listed again, not rewritten: a slice merge re-cuts only its slice of a run.
-/// Returns the runs, as [`write_run`] does.
-pub(crate) fn write_spliced_run(
-    sink: &mut ChunkSink<'_>,
-    before: &[ChunkRef],
-    entries: &mut CapturedEntries,
-    after: &[ChunkRef],
-    target: usize,
-    threads: usize,
-) -> Vec<RunRef> {
-    let mut runs = RunBuilder::new(RUN_INDEX_BYTES_MAX);
-    for (chunk, raw_len) in before {
-        runs.push_ref(sink, chunk, *raw_len);
-    }
-    cut_entries(sink, &mut runs, entries, target, threads);
-    for (chunk, raw_len) in after {
-        runs.push_ref(sink, chunk, *raw_len);
-    }
-    runs.finish(sink);
-    runs.runs
-}
-
-/// Sort `entries`, cut them into chunks, and add the chunks to `runs`.
+/// Writes the runs of one table from entries handed over one at a time in strictly
+/// increasing key order, and stored chunks listed again between them (a spliced run: a slice
+/// merge re-cuts only its slice of a run). The entries are never all held at once, so a merge
+/// streams its inputs into it.
 ///
-/// Chunks are cut back to back into one buffer (the batch's arena), hashed together once it
+/// Entries are cut back to back into one buffer (the batch's arena), hashed together once it
 /// holds [`HASH_BATCH_BYTES`], added, and the arena is reused for the next batch. One buffer
 /// rather than one allocation per chunk, each sized for the largest chunk (twice the target)
 /// and half used on average: the load of the standard workload (S = 1M) peaked 16 MB lower.
-fn cut_entries(
-    sink: &mut ChunkSink<'_>,
-    runs: &mut RunBuilder,
-    entries: &mut CapturedEntries,
+pub(crate) struct RunWriter {
+    runs: RunBuilder,
+    arena: Vec<u8>,
+    batch: Vec<Cut>,
+    /// The chunk being cut: where it starts in the arena, its entries so far, its first key.
+    open: Option<(usize, u64, (usize, usize))>,
     target: usize,
     threads: usize,
-) {
-    entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    let mut arena: Vec<u8> = Vec::new();
-    let mut batch: Vec<Cut> = Vec::new();
-    let flush = |arena: &mut Vec<u8>, batch: &mut Vec<Cut>, sink: &mut ChunkSink<'_>, runs: &mut RunBuilder| {
-        let hashes = hash_batch(arena, batch, threads);
-        for (cut, hash) in batch.iter().zip(hashes) {
-            let first_key = entries_key(entries, cut.first);
-            runs.push(sink, cut.raw(arena), cut.entries, hash, first_key);
-        }
-        batch.clear();
-        arena.clear();
-    };
-    let mut chunk_entries = 0u64;
-    let (mut first, mut start) = (0, 0);
-    let last = entries.len().saturating_sub(1);
-    for i in 0..entries.len() {
-        let Some((key, value)) = entries.get(i) else { break };
-        if chunk_entries == 0 {
-            start = arena.len();
-            arena.push(ChunkKind::Entries as u8);
-            first = i;
-        }
-        let before = arena.len();
-        format::put_entry(&mut arena, key.as_slice(), value.as_deref());
-        chunk_entries += 1;
-        let entry_len = arena.len() - before;
-        let chunk_len = arena.len() - start;
-        if i == last || chunker::cut_after(chunker::key_hash(key.as_slice()), entry_len, chunk_len, target) {
-            batch.push(Cut { start, end: arena.len(), entries: chunk_entries, first });
-            chunk_entries = 0;
-            if arena.len() >= HASH_BATCH_BYTES {
-                flush(&mut arena, &mut batch, sink, runs);
-            }
-        }
-    }
-    flush(&mut arena, &mut batch, sink, runs);
 }
 
-fn entries_key(entries: &CapturedEntries, i: usize) -> &[u8] {
-    entries.get(i).map_or(&[], |(k, _)| k.as_slice())
+impl RunWriter {
+    /// A writer cutting chunks of about `target` bytes, hashing on up to `threads` threads.
+    pub(crate) fn new(target: usize, threads: usize) -> Self {
+        Self::bounded(target, threads, RUN_INDEX_BYTES_MAX)
+    }
+
+    fn bounded(target: usize, threads: usize, index_bytes_max: usize) -> Self {
+        RunWriter {
+            runs: RunBuilder::new(index_bytes_max),
+            arena: Vec::new(),
+            batch: Vec::new(),
+            open: None,
+            target,
+            threads,
+        }
+    }
+
+    /// Add the next entry; its key must be greater than every key handed over before.
+    pub(crate) fn push_entry(&mut self, sink: &mut ChunkSink<'_>, key: &[u8], value: Option<&[u8]>) {
+        let before = self.arena.len();
+        let (start, entries, first_key) = match self.open {
+            Some(open) => open,
+            None => {
+                self.arena.push(ChunkKind::Entries as u8);
+                (before, 0, (0, 0))
+            }
+        };
+        let entry_start = self.arena.len();
+        format::put_entry(&mut self.arena, key, value);
+        let key_end = self.arena.len() - value.map_or(0, <[u8]>::len);
+        let first_key = if entries == 0 { (key_end - key.len(), key_end) } else { first_key };
+        let entry_len = self.arena.len() - entry_start;
+        let chunk_len = self.arena.len() - start;
+        if chunker::cut_after(chunker::key_hash(key), entry_len, chunk_len, self.target) {
+            self.open = None;
+            self.batch.push(Cut { start, end: self.arena.len(), entries: entries + 1, first_key });
+            if self.arena.len() >= HASH_BATCH_BYTES {
+                self.flush(sink);
+            }
+        } else {
+            self.open = Some((start, entries + 1, first_key));
+        }
+    }
+
+    /// List a stored entries chunk again, after every entry handed over so far; the entries
+    /// handed over next must come after its keys.
+    pub(crate) fn push_ref(&mut self, sink: &mut ChunkSink<'_>, (chunk, raw_len): &ChunkRef) {
+        self.close(sink);
+        self.runs.push_ref(sink, chunk, *raw_len);
+    }
+
+    /// End the chunk being cut and add every chunk cut so far.
+    fn close(&mut self, sink: &mut ChunkSink<'_>) {
+        if let Some((start, entries, first_key)) = self.open.take() {
+            self.batch.push(Cut { start, end: self.arena.len(), entries, first_key });
+        }
+        self.flush(sink);
+    }
+
+    /// Hash the batch and add its chunks; the arena is reused.
+    fn flush(&mut self, sink: &mut ChunkSink<'_>) {
+        let hashes = hash_batch(&self.arena, &self.batch, self.threads);
+        for (cut, hash) in self.batch.iter().zip(hashes) {
+            self.runs.push(sink, cut.raw(&self.arena), cut.entries, hash, cut.first_key(&self.arena));
+        }
+        self.batch.clear();
+        self.arena.clear();
+    }
+
+    /// The runs written, in key order (usually one; more only when a run index would exceed
+    /// its bound); none when nothing was handed over.
+    pub(crate) fn finish(mut self, sink: &mut ChunkSink<'_>) -> Vec<RunRef> {
+        self.close(sink);
+        self.runs.finish(sink);
+        self.runs.runs
+    }
 }
 
 /// A manifest to commit, apart from what the sink wrote.
@@ -636,6 +675,24 @@ mod tests {
             let bound = segments_bound_for(raw_bytes, chunks, bytes_max, chunks_max);
             assert!(segments.len() as u64 <= bound, "case {case}: {} segments, bound {bound}", segments.len());
         }
+    }
+
+    /// A spilling sink never writes a segment id past its limit (those are another writer's):
+    /// reaching it is an error for the commit, and nothing is written from there on.
+    #[test]
+    fn a_spilling_sink_stops_at_its_id_limit() {
+        let fs = SimFs::new();
+        let storage = fs.storage();
+        let mut sink = ChunkSink::new(&|_| false, SegmentId(1), &Options::new()).spilling(&storage).below(SegmentId(3));
+        sink.chunks_max = 1;
+        for i in 0u8..5 {
+            sink.add(ChunkKind::Entries, &[i; 10]);
+        }
+        let written: Vec<String> = fs.files().into_iter().filter(|f| f.starts_with("segments/")).collect();
+        assert_eq!(written, [segment_name(SegmentId(1)), segment_name(SegmentId(2))]);
+        let result = Staged::from_sink(sink).write(&storage);
+        assert!(matches!(result, Err(Error::InvalidArgument(ref m)) if m.contains("reserved")), "{result:?}");
+        assert_eq!(fs.files().into_iter().filter(|f| f.starts_with("segments/")).count(), 2);
     }
 
     /// With tiny bounds a checkpoint rolls over to several segments and splits a table into

@@ -14,20 +14,19 @@
 //! as the window lasts; a slice merge holds one slice twice. The slice taken is the one the
 //! newer runs hold most entries of, which under uniform updates is the one merged longest ago.
 
-use crate::checkpoint::ChunkRef;
-use crate::format::{ManifestTable, RunRef};
-use crate::state::{CapturedEntries, Key, Value};
+use crate::checkpoint::{ChunkRef, ChunkSink, RunWriter};
+use crate::format::{ManifestTable, RunIndex, RunIndexEntry, RunRef};
 use crate::storage::Storage;
-use crate::version::{self, ChunkIndex};
+use crate::version::{self, ChunkIndex, EntryCursor, KeyRange};
 use crate::{Error, Result};
 
 /// How a table's runs are merged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Plan {
-    /// `runs[start..]` become one run ([`merge_start`]).
+    /// `runs[start..]` become one run ([`merge_start`], [`write_merged_runs`]).
     Runs { start: usize },
     /// A slice of the base takes in the newer runs' entries of its key range; the rest of
-    /// the newer runs become one run ([`slice_merge`]).
+    /// the newer runs become one run ([`write_slice_merge`]).
     Slice,
 }
 
@@ -71,54 +70,48 @@ pub(crate) fn merge_start(runs: &[RunRef], max_runs: usize) -> Option<usize> {
     Some(start)
 }
 
-/// The entries of `table.runs[start..]` folded into one sorted run: later runs win; when the
-/// merge includes the oldest run, tombstones are dropped (nothing older needs them).
+/// Write `table.runs[start..]` folded into one run: later runs win; when the merge includes
+/// the oldest run, tombstones are dropped (nothing older needs them). Returns the runs
+/// written (usually one; none if nothing is left).
 ///
-/// Each run is sorted, so they are merged pairwise, newest first (the small recent runs fold
-/// together before the result meets the large old one): no map of every key is built, and
-/// the output comes out sorted. Every run is checked as a restore checks it.
-pub(crate) fn merged_entries(
+/// The runs are read a chunk at a time and merged as they stream ([`merge_into`]): no run is
+/// held whole and no map of every key is built. Every run is checked as a restore checks it.
+pub(crate) fn write_merged_runs(
     storage: &dyn Storage,
     index: &ChunkIndex,
     table: &ManifestTable,
     start: usize,
-) -> Result<CapturedEntries> {
+    sink: &mut ChunkSink<'_>,
+    target: usize,
+    threads: usize,
+) -> Result<Vec<RunRef>> {
     let runs = table.runs.get(start..).ok_or_else(|| Error::InvalidArgument("merge start beyond the runs".into()))?;
-    let mut merged: CapturedEntries = Vec::new();
-    for run in runs.iter().rev() {
-        let older = run_entries(storage, index, &table.name, run)?;
-        merged = merge_two(older, merged);
-    }
-    if start == 0 {
-        merged.retain(|(_, v)| v.is_some());
-    }
-    Ok(merged)
+    let listings = runs.iter().map(|run| run_listing(storage, index, &table.name, run)).collect::<Result<Vec<_>>>()?;
+    let mut cursors: Vec<_> =
+        listings.iter().map(|l| EntryCursor::new(storage, index, l.chunks.iter(), KeyRange::ALL)).collect();
+    let mut writer = RunWriter::new(target, threads);
+    merge_into(&mut cursors, start == 0, |key, value| writer.push_entry(sink, key, value))?;
+    Ok(writer.finish(sink))
 }
 
-/// A slice merge of one table, read and folded, ready to write.
-pub(crate) struct SliceMerge {
-    /// The base's chunks before the slice, listed again as they are.
-    pub(crate) before: Vec<ChunkRef>,
-    /// The slice: the base's entries of its key range and every newer run's, folded, without
-    /// tombstones (the base is the oldest run: nothing older needs them).
-    pub(crate) slice: CapturedEntries,
-    /// The base's chunks after the slice, listed again as they are.
-    pub(crate) after: Vec<ChunkRef>,
-    /// The newer runs' entries outside the slice, folded; tombstones kept (the base below
-    /// may hold the keys they delete).
-    pub(crate) rest: CapturedEntries,
-}
-
-/// Read `table` (at least two runs, the first its base) and fold one of `slices` key ranges
-/// of its base, as the module documentation says. The slices split the base's chunks into
-/// `slices` groups of about equal bytes; every run read is checked as a restore checks it.
-pub(crate) fn slice_merge(
+/// A slice merge of `table` (at least two runs, the first its base), as the module
+/// documentation says: of `slices` key ranges of the base (its chunks split into groups of
+/// about equal bytes), the one the newer runs hold most entries of takes in their entries of
+/// its range, without tombstones (the base is the oldest run: nothing older needs them), and
+/// is spliced between the base's other chunks, listed again as they are; the newer runs'
+/// entries outside the range become one run, tombstones kept (the base below may hold the
+/// keys they delete). The two outputs die at different merges, so each starts a segment.
+/// Every run read is checked as a restore checks it.
+pub(crate) fn write_slice_merge(
     storage: &dyn Storage,
     index: &ChunkIndex,
     table: &ManifestTable,
     slices: usize,
-) -> Result<SliceMerge> {
-    let Some(base) = table.runs.first() else {
+    sink: &mut ChunkSink<'_>,
+    target: usize,
+    threads: usize,
+) -> Result<Vec<RunRef>> {
+    let Some((base, newer)) = table.runs.split_first() else {
         return Err(Error::InvalidArgument("internal: a slice merge of a table without runs".into()));
     };
     let base_index = version::read_checked_run_index(storage, index, &table.name, base)?;
@@ -132,44 +125,90 @@ pub(crate) fn slice_merge(
             Ok((c, raw_len))
         })
         .collect::<Result<_>>()?;
-    // The newer runs folded (start 1: the base below them stays, so do their tombstones).
-    let mut newer = merged_entries(storage, index, table, 1)?;
-    let (a, b) = pick_slice(&chunks, &newer, slices);
+    let newer = newer.iter().map(|run| run_listing(storage, index, &table.name, run)).collect::<Result<Vec<_>>>()?;
+    let (a, b) = pick_slice(&chunks, slices, &mut cursors_in(storage, index, &newer, KeyRange::ALL))?;
     let lo = chunks.get(a).filter(|_| a > 0).map(|(c, _)| c.first_key.as_slice());
     let hi = chunks.get(b).map(|(c, _)| c.first_key.as_slice());
-    let (from, to) = slice_bounds(&newer, lo, hi);
 
-    let mut base_slice: CapturedEntries = Vec::new();
-    let listed = chunks.get(a..b).unwrap_or_default().iter().map(|(c, _)| c);
-    version::for_each_chunk_entry(storage, index, listed, |key, value| {
-        base_slice.push((Key::from(key), value.map(Value::from)));
-    })?;
+    // The slice: the base's chunks a..b and the newer runs' entries of [lo, hi), oldest first.
+    sink.seal();
+    let mut writer = RunWriter::new(target, threads);
+    for chunk in chunks.get(..a).unwrap_or_default() {
+        writer.push_ref(sink, chunk);
+    }
+    let slice_chunks: Vec<RunIndexEntry> =
+        chunks.get(a..b).unwrap_or_default().iter().map(|(c, _)| c.clone()).collect();
+    let mut cursors = vec![EntryCursor::new(storage, index, slice_chunks.iter(), KeyRange::ALL)];
+    cursors.extend(cursors_in(storage, index, &newer, KeyRange { lo, hi }));
+    merge_into(&mut cursors, true, |key, value| writer.push_entry(sink, key, value))?;
     // The walk checks the slice's chunks against one another; its last key must also stay
     // below the first chunk kept after it.
-    if let (Some(hi), Some((last, _))) = (hi, base_slice.last()) {
-        if last.as_slice() >= hi {
+    if let (Some(hi), Some(last)) = (hi, cursors.first().and_then(|c| c.last_key_read())) {
+        if last >= hi {
             return Err(Error::corrupted(
                 format!("run {} of table {}", base.index.to_hex(), table.name),
                 "a chunk's keys overlap the next chunk of the run",
             ));
         }
     }
-    let after_slice = newer.split_off(to);
-    let in_slice = newer.split_off(from);
-    let mut rest = newer;
-    rest.extend(after_slice);
-    let mut slice = merge_two(base_slice, in_slice);
-    slice.retain(|(_, v)| v.is_some());
-    let after = chunks.get(b..).unwrap_or_default().to_vec();
-    let mut before = chunks;
-    before.truncate(a);
-    Ok(SliceMerge { before, slice, after, rest })
+    for chunk in chunks.get(b..).unwrap_or_default() {
+        writer.push_ref(sink, chunk);
+    }
+    let mut runs = writer.finish(sink);
+
+    // The rest: the newer runs' entries below the slice, then above it.
+    sink.seal();
+    let mut writer = RunWriter::new(target, threads);
+    for range in [lo.map(|lo| KeyRange { lo: None, hi: Some(lo) }), hi.map(|hi| KeyRange { lo: Some(hi), hi: None })]
+        .into_iter()
+        .flatten()
+    {
+        let mut cursors = cursors_in(storage, index, &newer, range);
+        merge_into(&mut cursors, false, |key, value| writer.push_entry(sink, key, value))?;
+    }
+    runs.extend(writer.finish(sink));
+    Ok(runs)
+}
+
+/// The run index of `run`, checked against the manifest: its chunk count, and its chunks'
+/// entries adding up to the run's (each chunk's own count is checked when it is read).
+fn run_listing(storage: &dyn Storage, index: &ChunkIndex, table: &str, run: &RunRef) -> Result<RunIndex> {
+    let listing = version::read_checked_run_index(storage, index, table, run)?;
+    if listing.chunks.iter().map(|c| c.entries).sum::<u64>() != run.entries {
+        let object = format!("run {} of table {table}", run.index.to_hex());
+        return Err(Error::corrupted(object, "entry count differs from the manifest"));
+    }
+    Ok(listing)
+}
+
+/// Cursors over the entries of `range` in each of `listings`, reading only the chunks that can
+/// hold them.
+fn cursors_in<'a>(
+    storage: &'a dyn Storage,
+    index: &'a ChunkIndex,
+    listings: &'a [RunIndex],
+    range: KeyRange<'a>,
+) -> Vec<EntryCursor<'a, std::slice::Iter<'a, RunIndexEntry>>> {
+    listings
+        .iter()
+        .map(|l| EntryCursor::new(storage, index, chunks_for_range(&l.chunks, range).iter(), range))
+        .collect()
+}
+
+/// The chunks of a run listing that can hold keys of `range`: a chunk holds the keys from its
+/// first key up to the next chunk's.
+fn chunks_for_range<'c>(chunks: &'c [RunIndexEntry], range: KeyRange<'_>) -> &'c [RunIndexEntry] {
+    let from = range.lo.map_or(0, |lo| chunks.partition_point(|c| c.first_key.as_slice() <= lo).saturating_sub(1));
+    let to = range.hi.map_or(chunks.len(), |hi| chunks.partition_point(|c| c.first_key.as_slice() < hi));
+    chunks.get(from..to.max(from)).unwrap_or_default()
 }
 
 /// The chunk range `a..b` of the slice to merge: the base's chunks split into `slices`
-/// groups of about equal raw bytes, and of those the one holding most of `newer`'s keys (the
-/// first of equals).
-fn pick_slice(chunks: &[ChunkRef], newer: &CapturedEntries, slices: usize) -> (usize, usize) {
+/// groups of about equal raw bytes, and of those the one holding most keys of the `newer`
+/// runs merged (the first of equals). This reads the newer runs once more, a fraction of
+/// what the merge then reads: counting by the run indexes alone misjudges runs of a few
+/// chunks, each spanning much of the key space.
+fn pick_slice<S: SortedEntries>(chunks: &[ChunkRef], slices: usize, newer: &mut [S]) -> Result<(usize, usize)> {
     let total: u64 = chunks.iter().map(|(_, len)| len).sum::<u64>().max(1);
     let slices = slices.max(1) as u64;
     // Each chunk's group is where it starts within the base's bytes; a group starts at its
@@ -184,114 +223,205 @@ fn pick_slice(chunks: &[ChunkRef], newer: &CapturedEntries, slices: usize) -> (u
         }
         offset += len;
     }
-    let mut best = (0, chunks.len());
-    let mut best_count = None;
-    for (j, &a) in starts.iter().enumerate() {
-        let b = starts.get(j + 1).copied().unwrap_or(chunks.len());
-        let lo = chunks.get(a).filter(|_| a > 0).map(|(c, _)| c.first_key.as_slice());
-        let hi = chunks.get(b).map(|(c, _)| c.first_key.as_slice());
-        let (from, to) = slice_bounds(newer, lo, hi);
-        if best_count.is_none_or(|c| to - from > c) {
-            best = (a, b);
-            best_count = Some(to - from);
+    // A key's group is the number of later groups' first keys at or below it.
+    let bounds: Vec<&[u8]> =
+        starts.iter().skip(1).filter_map(|&i| chunks.get(i)).map(|(c, _)| c.first_key.as_slice()).collect();
+    let mut counts = vec![0u64; starts.len().max(1)];
+    merge_into(newer, false, |key, _| {
+        if let Some(count) = counts.get_mut(bounds.partition_point(|b| *b <= key)) {
+            *count += 1;
+        }
+    })?;
+    let mut best = 0;
+    for (j, count) in counts.iter().enumerate() {
+        if counts.get(best).is_some_and(|b| count > b) {
+            best = j;
         }
     }
-    best
+    let a = starts.get(best).copied().unwrap_or(0);
+    let b = starts.get(best + 1).copied().unwrap_or(chunks.len());
+    Ok((a, b))
 }
 
-/// The positions `from..to` of the sorted `entries` whose keys lie in `[lo, hi)` (`None`:
-/// unbounded).
-fn slice_bounds(entries: &CapturedEntries, lo: Option<&[u8]>, hi: Option<&[u8]>) -> (usize, usize) {
-    let from = lo.map_or(0, |lo| entries.partition_point(|(k, _)| k.as_slice() < lo));
-    let to = hi.map_or(entries.len(), |hi| entries.partition_point(|(k, _)| k.as_slice() < hi));
-    (from, to.max(from))
+/// Sorted entries read one at a time: what [`merge_into`] merges.
+pub(crate) trait SortedEntries {
+    /// Make the next entry current; `false` at the end.
+    fn fill(&mut self) -> Result<bool>;
+    /// The current entry's key.
+    fn key(&self) -> &[u8];
+    /// The current entry's value (`None`: a tombstone).
+    fn value(&self) -> Option<&[u8]>;
+    /// Move past the current entry.
+    fn advance(&mut self);
 }
 
-/// A run's entries, in order, checked as [`version::for_each_run_entry`] says.
-fn run_entries(storage: &dyn Storage, index: &ChunkIndex, table: &str, run: &RunRef) -> Result<CapturedEntries> {
-    let mut out: CapturedEntries = Vec::with_capacity(run.entries.min(1 << 24) as usize);
-    version::for_each_run_entry(storage, index, table, run, |key, value| {
-        out.push((Key::from(key), value.map(Value::from)));
-    })?;
-    Ok(out)
+impl<'a, I: Iterator<Item = &'a RunIndexEntry>> SortedEntries for EntryCursor<'a, I> {
+    fn fill(&mut self) -> Result<bool> {
+        EntryCursor::fill(self)
+    }
+    fn key(&self) -> &[u8] {
+        EntryCursor::key(self)
+    }
+    fn value(&self) -> Option<&[u8]> {
+        EntryCursor::value(self)
+    }
+    fn advance(&mut self) {
+        EntryCursor::advance(self)
+    }
 }
 
-/// Two sorted entry lists merged into one; on equal keys the entry of `newer` wins.
-fn merge_two(older: CapturedEntries, newer: CapturedEntries) -> CapturedEntries {
-    if older.is_empty() {
-        return newer;
+/// Hand `emit` every key of `inputs` (each sorted, strictly increasing, oldest run first)
+/// once, in order, with the entry of the newest input holding it; tombstones are left out
+/// when `drop_tombstones`.
+///
+/// The inputs not yet exhausted are kept ordered by their current key (the newer first on
+/// equal keys), so each entry costs a binary search among the inputs: a merge folds at most a
+/// few dozen runs.
+fn merge_into<S: SortedEntries>(
+    inputs: &mut [S],
+    drop_tombstones: bool,
+    mut emit: impl FnMut(&[u8], Option<&[u8]>),
+) -> Result<()> {
+    let mut order: Vec<usize> = Vec::with_capacity(inputs.len());
+    for i in 0..inputs.len() {
+        if inputs.get_mut(i).map_or(Ok(false), SortedEntries::fill)? {
+            enqueue(inputs, &mut order, i);
+        }
     }
-    if newer.is_empty() {
-        return older;
+    // The last key handed on (or shadowed): older inputs' entries of it are skipped.
+    let mut last: Option<Vec<u8>> = None;
+    while !order.is_empty() {
+        let i = order.remove(0);
+        let Some(input) = inputs.get_mut(i) else { break };
+        if last.as_deref() != Some(input.key()) {
+            let kept = last.get_or_insert_with(Vec::new);
+            kept.clear();
+            kept.extend_from_slice(input.key());
+            if !(drop_tombstones && input.value().is_none()) {
+                emit(input.key(), input.value());
+            }
+        }
+        input.advance();
+        if input.fill()? {
+            enqueue(inputs, &mut order, i);
+        }
     }
-    let mut out = Vec::with_capacity(older.len() + newer.len());
-    let mut older = older.into_iter().peekable();
-    let mut newer = newer.into_iter().peekable();
-    loop {
-        let take_older = match (older.peek(), newer.peek()) {
-            (Some(o), Some(n)) => match o.0.cmp(&n.0) {
-                std::cmp::Ordering::Less => true,
-                std::cmp::Ordering::Equal => {
-                    older.next(); // shadowed by the newer entry
-                    false
-                }
-                std::cmp::Ordering::Greater => false,
-            },
-            (Some(_), None) => true,
-            (None, Some(_)) => false,
-            (None, None) => break,
-        };
-        let next = if take_older { older.next() } else { newer.next() };
-        out.extend(next);
-    }
-    out
+    Ok(())
+}
+
+/// Put input `i` (which has a current entry) into `order`, after every input with a smaller
+/// key and every newer input with the same key.
+fn enqueue<S: SortedEntries>(inputs: &[S], order: &mut Vec<usize>, i: usize) {
+    let Some(key) = inputs.get(i).map(SortedEntries::key) else { return };
+    let at = order.partition_point(|&j| {
+        let other = inputs.get(j).map_or(&[][..], SortedEntries::key);
+        other < key || (other == key && j > i)
+    });
+    order.insert(at, i);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::{self, ChunkHash};
+    use crate::format::ChunkHash;
 
     fn runs(sizes: &[u64]) -> Vec<RunRef> {
         sizes.iter().map(|&s| RunRef { index: ChunkHash([0; 32]), entries: s, data_bytes: s * 2, chunks: s }).collect()
     }
 
-    fn entries(pairs: &[(&str, Option<&str>)]) -> CapturedEntries {
-        pairs.iter().map(|(k, v)| (Key::from(k.as_bytes()), v.map(|v| Value::from(v.as_bytes())))).collect()
+    /// Sorted entries held in memory.
+    struct Listed {
+        entries: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+        at: usize,
+    }
+
+    impl SortedEntries for Listed {
+        fn fill(&mut self) -> Result<bool> {
+            Ok(self.at < self.entries.len())
+        }
+        fn key(&self) -> &[u8] {
+            self.entries.get(self.at).map_or(&[][..], |(k, _)| k)
+        }
+        fn value(&self) -> Option<&[u8]> {
+            self.entries.get(self.at)?.1.as_deref()
+        }
+        fn advance(&mut self) {
+            self.at += 1;
+        }
+    }
+
+    type Pairs = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+
+    fn pairs(list: &[(&str, Option<&str>)]) -> Pairs {
+        list.iter().map(|(k, v)| (k.as_bytes().to_vec(), v.map(|v| v.as_bytes().to_vec()))).collect()
+    }
+
+    fn merged(inputs: &[&[(&str, Option<&str>)]], drop_tombstones: bool) -> Result<Pairs> {
+        let mut inputs: Vec<Listed> = inputs.iter().map(|l| Listed { entries: pairs(l), at: 0 }).collect();
+        let mut out = Vec::new();
+        merge_into(&mut inputs, drop_tombstones, |k, v| out.push((k.to_vec(), v.map(<[u8]>::to_vec))))?;
+        Ok(out)
     }
 
     #[test]
-    fn the_newer_entry_wins_and_the_output_stays_sorted() {
-        let older = entries(&[("a", Some("1")), ("c", Some("1")), ("e", Some("1"))]);
-        let newer = entries(&[("b", Some("2")), ("c", None), ("f", Some("2"))]);
-        let want = entries(&[("a", Some("1")), ("b", Some("2")), ("c", None), ("e", Some("1")), ("f", Some("2"))]);
-        assert_eq!(merge_two(older.clone(), newer.clone()), want);
-        assert_eq!(merge_two(older.clone(), Vec::new()), older);
-        assert_eq!(merge_two(Vec::new(), newer.clone()), newer);
+    fn the_newest_entry_wins_and_the_output_stays_sorted() -> Result<()> {
+        let older: &[(&str, Option<&str>)] = &[("a", Some("1")), ("c", Some("1")), ("e", Some("1"))];
+        let middle: &[(&str, Option<&str>)] = &[("c", Some("2")), ("e", Some("2")), ("g", Some("2"))];
+        let newer: &[(&str, Option<&str>)] = &[("b", Some("3")), ("c", None), ("f", Some("3"))];
+        let want =
+            [("a", Some("1")), ("b", Some("3")), ("c", None), ("e", Some("2")), ("f", Some("3")), ("g", Some("2"))];
+        assert_eq!(merged(&[older, middle, newer], false)?, pairs(&want));
+        let without: Vec<_> = want.iter().copied().filter(|(_, v)| v.is_some()).collect();
+        assert_eq!(merged(&[older, middle, newer], true)?, pairs(&without), "a tombstone shadows older entries too");
+        assert_eq!(merged(&[older, &[]], false)?, pairs(older));
+        assert_eq!(merged(&[&[], newer], false)?, pairs(newer));
+        assert_eq!(merged(&[], false)?, Pairs::new());
+        // Order of the inputs is age, not key: the same key in the older input loses.
+        assert_eq!(merged(&[&[("k", Some("old"))], &[("k", Some("new"))]], false)?, pairs(&[("k", Some("new"))]));
+        Ok(())
+    }
+
+    fn listed(first_keys: &[&str]) -> Vec<RunIndexEntry> {
+        first_keys
+            .iter()
+            .map(|k| RunIndexEntry { hash: ChunkHash([0; 32]), entries: 10, first_key: k.as_bytes().to_vec() })
+            .collect()
     }
 
     #[test]
-    fn a_slice_holds_its_first_key_and_not_the_next_slices() {
-        let newer = entries(&[("a", None), ("c", Some("1")), ("e", Some("1")), ("g", Some("1"))]);
-        assert_eq!(slice_bounds(&newer, Some(b"c"), Some(b"g")), (1, 3));
-        assert_eq!(slice_bounds(&newer, None, Some(b"c")), (0, 1));
-        assert_eq!(slice_bounds(&newer, Some(b"g"), None), (3, 4));
-        assert_eq!(slice_bounds(&newer, Some(b"h"), None), (4, 4));
+    fn a_range_reads_the_chunks_that_can_hold_its_keys() {
+        let chunks = listed(&["b", "d", "f", "h"]);
+        let firsts = |range: KeyRange<'_>| {
+            chunks_for_range(&chunks, range).iter().map(|c| c.first_key[0] as char).collect::<String>()
+        };
+        assert_eq!(firsts(KeyRange::ALL), "bdfh");
+        assert_eq!(firsts(KeyRange { lo: Some(b"d"), hi: Some(b"f") }), "d");
+        assert_eq!(firsts(KeyRange { lo: Some(b"e"), hi: Some(b"g") }), "df", "e is in d's chunk");
+        assert_eq!(firsts(KeyRange { lo: None, hi: Some(b"b") }), "", "nothing is below the first chunk");
+        assert_eq!(firsts(KeyRange { lo: Some(b"a"), hi: Some(b"c") }), "b");
+        assert_eq!(firsts(KeyRange { lo: Some(b"z"), hi: None }), "h");
     }
 
     #[test]
-    fn the_slice_picked_is_the_one_the_newer_runs_hold_most_of() {
+    fn the_slice_picked_is_the_one_the_newer_runs_hold_most_of() -> Result<()> {
         let chunk = |first: &str| {
-            (format::RunIndexEntry { hash: ChunkHash([0; 32]), entries: 1, first_key: first.as_bytes().to_vec() }, 100)
+            (RunIndexEntry { hash: ChunkHash([0; 32]), entries: 1, first_key: first.as_bytes().to_vec() }, 100)
         };
         let chunks: Vec<ChunkRef> = ["b", "d", "f", "h"].into_iter().map(chunk).collect();
+        let pick = |runs: &[&[(&str, Option<&str>)]], slices| {
+            let mut inputs: Vec<Listed> = runs.iter().map(|l| Listed { entries: pairs(l), at: 0 }).collect();
+            pick_slice(&chunks, slices, &mut inputs)
+        };
         // Two slices: chunks 0..2 (keys below "f") and 2..4.
-        let low = entries(&[("a", Some("1")), ("e", Some("1")), ("f", Some("1"))]);
-        assert_eq!(pick_slice(&chunks, &low, 2), (0, 2));
-        let high = entries(&[("a", Some("1")), ("f", Some("1")), ("z", Some("1"))]);
-        assert_eq!(pick_slice(&chunks, &high, 2), (2, 4));
-        assert_eq!(pick_slice(&chunks, &Vec::new(), 4), (0, 1), "the first of equals");
-        assert_eq!(pick_slice(&chunks, &high, 1), (0, 4));
+        let low: &[(&str, Option<&str>)] = &[("a", Some("1")), ("e", None), ("f", Some("1"))];
+        assert_eq!(pick(&[low], 2)?, (0, 2), "a tombstone counts");
+        let high: &[(&str, Option<&str>)] = &[("a", Some("1")), ("f", Some("1")), ("z", Some("1"))];
+        assert_eq!(pick(&[high], 2)?, (2, 4));
+        assert_eq!(pick(&[high, &[("a", Some("2")), ("b", Some("2"))]], 2)?, (0, 2));
+        assert_eq!(pick(&[high, high], 2)?, (2, 4), "a key in two runs counts once");
+        assert_eq!(pick(&[], 4)?, (0, 1), "the first of equals");
+        assert_eq!(pick(&[high], 1)?, (0, 4));
+        Ok(())
     }
 
     #[test]

@@ -270,31 +270,36 @@ impl Store {
         let started = Instant::now();
         let st = self.shared.storage.as_ref();
         let stored = |h: &format::ChunkHash| chunks.contains(h);
-        let mut sink = ChunkSink::new(&stored, first_segment, &self.shared.opts);
+        // Full segments are written as they fill, so a merge holds one segment in memory, not
+        // everything it writes; they stay below the reservation (ids past it are a checkpoint's).
+        let mut sink = ChunkSink::new(&stored, first_segment, &self.shared.opts)
+            .spilling(st)
+            .below(SegmentId(first_segment.0 + reserved));
         // Per merged table: how many of the base's runs the merged runs replace, and them.
         let mut merged: BTreeMap<String, (usize, Vec<format::RunRef>)> = BTreeMap::new();
         let opts = &self.shared.opts;
         let (target, threads) = (opts.chunk_target_bytes, opts.hash_threads);
         for (i, plan) in plans {
             let Some(table) = base.tables.get(i) else { continue };
-            let runs = match plan {
+            let written = match plan {
                 merge::Plan::Runs { start } => {
-                    let mut entries = merge::merged_entries(st, &chunks, table, start)?;
-                    let mut runs: Vec<format::RunRef> = table.runs.get(..start).unwrap_or_default().to_vec();
-                    runs.extend(checkpoint::write_run(&mut sink, &mut entries, target, threads));
-                    runs
+                    merge::write_merged_runs(st, &chunks, table, start, &mut sink, target, threads)
+                        .map(|runs| table.runs.get(..start).unwrap_or_default().iter().copied().chain(runs).collect())
                 }
                 merge::Plan::Slice => {
-                    let merge::SliceMerge { before, mut slice, after, mut rest } =
-                        merge::slice_merge(st, &chunks, table, opts.merge_slices)?;
                     report.slices_merged += 1;
-                    // The new slice and the rest die at different merges: separate segments.
-                    sink.seal();
-                    let mut runs =
-                        checkpoint::write_spliced_run(&mut sink, &before, &mut slice, &after, target, threads);
-                    sink.seal();
-                    runs.extend(checkpoint::write_run(&mut sink, &mut rest, target, threads));
-                    runs
+                    merge::write_slice_merge(st, &chunks, table, opts.merge_slices, &mut sink, target, threads)
+                }
+            };
+            let runs: Vec<format::RunRef> = match written {
+                Ok(runs) => runs,
+                Err(e) => {
+                    // A run failed its checks midway: what was written of the merge goes.
+                    if let Err(discarding) = sink.discard_spilled(st) {
+                        self.shared.lock()?.poison(&discarding);
+                        return Err(discarding);
+                    }
+                    return Err(e);
                 }
             };
             report.runs_merged += table.runs.len().saturating_sub(runs.len()) as u64;

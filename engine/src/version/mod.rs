@@ -271,46 +271,155 @@ pub(crate) fn read_checked_run_index(
 }
 
 /// Call `f` with every entry of the listed chunks (consecutive chunks of one run index), in
-/// order, checking each chunk's first key and entry count against the index and that chunks
-/// do not overlap. Returns how many entries were handed on.
+/// order, checked as [`EntryCursor`] says. Returns how many entries were handed on.
 pub(crate) fn for_each_chunk_entry<'a>(
-    storage: &dyn Storage,
-    index: &ChunkIndex,
+    storage: &'a dyn Storage,
+    index: &'a ChunkIndex,
     chunks: impl IntoIterator<Item = &'a RunIndexEntry>,
     mut f: impl FnMut(&[u8], Option<&[u8]>),
 ) -> Result<u64> {
-    let mut entries = 0u64;
-    let mut last_key: Option<Vec<u8>> = None;
-    for c in chunks {
-        let raw = read_chunk(storage, index, &c.hash)?;
-        let object = format!("chunk {}", c.hash.to_hex());
-        // One pass hands on the entries and notes the chunk's first and last keys: the run
-        // index's first key must be the chunk's, and keys must increase across the run.
-        let (mut first, mut last, mut i) = (None, None, 0u64);
-        let n = format::decode_entries(&raw, |key, value| {
-            if i == 0 {
-                first = Some(key.to_vec());
-            }
-            i += 1;
-            if i == c.entries {
-                last = Some(key.to_vec());
-            }
-            f(key, value);
-        })
-        .map_err(|e| Error::corrupted(&object, e.to_string()))?;
-        if first.as_deref() != Some(c.first_key.as_slice()) {
-            return Err(Error::corrupted(&object, "its first key differs from the run index"));
+    let mut cursor = EntryCursor::new(storage, index, chunks, KeyRange::ALL);
+    while cursor.fill()? {
+        f(cursor.key(), cursor.value());
+        cursor.advance();
+    }
+    Ok(cursor.chunk_entries)
+}
+
+/// The keys `lo <= key < hi` (`None`: unbounded).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct KeyRange<'k> {
+    pub(crate) lo: Option<&'k [u8]>,
+    pub(crate) hi: Option<&'k [u8]>,
+}
+
+impl KeyRange<'_> {
+    /// Every key.
+    pub(crate) const ALL: KeyRange<'static> = KeyRange { lo: None, hi: None };
+}
+
+/// Where one entry lies in its chunk's raw bytes.
+struct Span {
+    key: std::ops::Range<usize>,
+    value: Option<std::ops::Range<usize>>,
+}
+
+/// The entries of consecutive chunks of one run index, in key order, read and verified one
+/// chunk at a time: a merge streams runs through it without holding any whole. Each chunk's
+/// first key and entry count are checked against the index, and chunks must not overlap
+/// (within a chunk the decoder checks that keys strictly increase). Entries outside its
+/// [`KeyRange`] are skipped; reading stops at the first key past the range.
+///
+/// On an error the entries already handed on were of chunks that passed every check, but the
+/// listing as a whole did not: callers discard what they built from them.
+pub(crate) struct EntryCursor<'a, I> {
+    storage: &'a dyn Storage,
+    index: &'a ChunkIndex,
+    chunks: I,
+    range: KeyRange<'a>,
+    /// The current chunk's raw bytes and where its entries lie; `spans[next]` is the
+    /// current entry.
+    raw: Vec<u8>,
+    spans: Vec<Span>,
+    next: usize,
+    done: bool,
+    /// Entries in the chunks read so far, in range or not.
+    chunk_entries: u64,
+}
+
+impl<'a, I: Iterator<Item = &'a RunIndexEntry>> EntryCursor<'a, I> {
+    pub(crate) fn new(
+        storage: &'a dyn Storage,
+        index: &'a ChunkIndex,
+        chunks: impl IntoIterator<IntoIter = I>,
+        range: KeyRange<'a>,
+    ) -> Self {
+        EntryCursor {
+            storage,
+            index,
+            chunks: chunks.into_iter(),
+            range,
+            raw: Vec::new(),
+            spans: Vec::new(),
+            next: 0,
+            done: false,
+            chunk_entries: 0,
         }
-        if last_key.as_ref().is_some_and(|prev: &Vec<u8>| prev.as_slice() >= c.first_key.as_slice()) {
+    }
+
+    /// Make the next entry in range current, reading chunks as needed; `false` at the end.
+    pub(crate) fn fill(&mut self) -> Result<bool> {
+        while !self.done {
+            let Some(span) = self.spans.get(self.next) else {
+                match self.chunks.next() {
+                    Some(chunk) => self.load(chunk)?,
+                    None => self.done = true,
+                }
+                continue;
+            };
+            let key = self.raw.get(span.key.clone()).unwrap_or_default();
+            if self.range.hi.is_some_and(|hi| key >= hi) {
+                self.done = true;
+            } else if self.range.lo.is_some_and(|lo| key < lo) {
+                self.next += 1;
+            } else {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// The current entry's key (after [`EntryCursor::fill`] returned `true`).
+    pub(crate) fn key(&self) -> &[u8] {
+        self.spans.get(self.next).and_then(|s| self.raw.get(s.key.clone())).unwrap_or_default()
+    }
+
+    /// The current entry's value (`None`: a tombstone).
+    pub(crate) fn value(&self) -> Option<&[u8]> {
+        let span = self.spans.get(self.next)?;
+        self.raw.get(span.value.clone()?)
+    }
+
+    /// Move past the current entry.
+    pub(crate) fn advance(&mut self) {
+        self.next += 1;
+    }
+
+    /// The last key of the last chunk read, in range or not: once the cursor is at its end,
+    /// the listing's last key.
+    pub(crate) fn last_key_read(&self) -> Option<&[u8]> {
+        self.spans.last().and_then(|s| self.raw.get(s.key.clone()))
+    }
+
+    /// Read, verify and decode `chunk`, the next of the listing.
+    fn load(&mut self, chunk: &RunIndexEntry) -> Result<()> {
+        let object = format!("chunk {}", chunk.hash.to_hex());
+        // The previous chunk's last key is still at hand: it must be below this one's first.
+        let previous_last = self.spans.last().and_then(|s| self.raw.get(s.key.clone()));
+        if previous_last.is_some_and(|last| last >= chunk.first_key.as_slice()) {
             return Err(Error::corrupted(&object, "its keys overlap the previous chunk of the run"));
         }
-        last_key = last;
-        if n != c.entries {
+        let raw = read_chunk(self.storage, self.index, &chunk.hash)?;
+        let base = raw.as_ptr() as usize;
+        let at = |part: &[u8]| {
+            let start = part.as_ptr() as usize - base;
+            start..start + part.len()
+        };
+        let mut spans = std::mem::take(&mut self.spans);
+        spans.clear();
+        let n = format::decode_entries(&raw, |key, value| spans.push(Span { key: at(key), value: value.map(at) }))
+            .map_err(|e| Error::corrupted(&object, e.to_string()))?;
+        let first = spans.first().and_then(|s| raw.get(s.key.clone()));
+        if first != Some(chunk.first_key.as_slice()) {
+            return Err(Error::corrupted(&object, "its first key differs from the run index"));
+        }
+        if n != chunk.entries {
             return Err(Error::corrupted(object, "entry count differs from the run index"));
         }
-        entries += n;
+        self.chunk_entries += n;
+        (self.raw, self.spans, self.next) = (raw, spans, 0);
+        Ok(())
     }
-    Ok(entries)
 }
 
 #[cfg(test)]
