@@ -97,3 +97,47 @@ pub fn report(suite: &str, line: &str) {
 pub fn stress() -> bool {
     std::env::var_os("CAIRN_STRESS").is_some()
 }
+
+/// The segment files on `fs`, in id order.
+pub fn segment_files(fs: &SimFs) -> Vec<String> {
+    fs.files().into_iter().filter(|f| f.starts_with("segments/")).collect()
+}
+
+/// A store ready for a compaction whose GC copies nearly all of its load (`keys` keys of
+/// about 116 bytes, small chunks): a second checkpoint wrote every key again, changing one in
+/// 1,000 (its other chunks are the load's), and three more runs put the table past its bound.
+/// The compaction merges all five runs into one (the second checkpoint's chunks: nothing new
+/// but a few), so the load's chunks of the changed keys are no longer HEAD's, and the GC,
+/// with a live fraction of 0.9999, finds every segment of the load sparse and copies it
+/// (those chunks as deltas). Returns the store, its state and the load's segments.
+pub fn nearly_live_load(fs: &SimFs, keys: u64) -> Result<(Store, Dump, Vec<String>)> {
+    let store = sim_store(fs, nearly_live_options())?;
+    let t = store.table("state")?;
+    let mut load = Vec::new();
+    for version in 0..2 {
+        for id in 0..keys {
+            let changed = version == 1 && id % 1000 == 0;
+            t.put(&key16(id), &value100(id, u64::from(changed)))?;
+        }
+        store.checkpoint(b"load")?;
+        if version == 0 {
+            load = segment_files(fs);
+        }
+    }
+    for round in 0..3u8 {
+        t.put(b"x", &[round])?;
+        store.checkpoint(&[round])?;
+    }
+    let state = dump(&store)?;
+    Ok((store, state, load))
+}
+
+/// The options of [`nearly_live_load`]'s store.
+pub fn nearly_live_options() -> Options {
+    Options::new()
+        .chunk_target_bytes(1024)
+        .retention(cairn::Retention::keep_last(100))
+        .max_runs_per_table(4)
+        .merge_slices(1)
+        .segment_live_fraction_min(0.9999)
+}

@@ -4,7 +4,7 @@
 
 use cairn::storage::SimFs;
 use cairn::{CheckpointId, Error, Options, Result, Retention, Store};
-use cairn_tests::{dump, dump_view, sim_store, Dump};
+use cairn_tests::{dump, dump_view, nearly_live_load, segment_files, sim_store, Dump};
 use std::collections::BTreeMap;
 
 fn opts() -> Options {
@@ -324,5 +324,74 @@ fn a_merge_that_meets_damage_midway_leaves_no_segment_behind() -> Result<()> {
     t.put(b"after", b"1")?;
     store.checkpoint(b"after")?;
     assert_eq!(t.get(b"after")?, Some(b"1".to_vec()));
+    Ok(())
+}
+
+/// The GC copies the live chunks of sparse segments into new segments of about 4 MiB, each
+/// written as soon as it is full: a GC copying the 9 MB of a load writes three, and
+/// everything reads back.
+#[test]
+fn a_gc_copying_much_writes_several_segments_and_reads_back() -> Result<()> {
+    let fs = SimFs::new();
+    let (store, state, load) = nearly_live_load(&fs, 80_000)?;
+    assert!(load.len() >= 3, "{load:?}");
+    let before = segment_files(&fs);
+    let report = store.compact()?;
+    assert!(report.merged_into.is_some() && report.segments_rewritten >= 3, "{report:?}");
+    let after = segment_files(&fs);
+    let new: Vec<_> = after.iter().filter(|f| !before.contains(f)).collect();
+    assert!(new.len() >= 3, "the copy is split into segments of 4 MiB: {new:?}");
+    assert!(new.iter().all(|f| !load.contains(f)) && load.iter().all(|f| !after.contains(f)), "{before:?} {after:?}");
+    for name in &new {
+        // 4 MiB of chunks at most, plus the last one copied and the chunk table (50 bytes a
+        // chunk).
+        let len = fs.file(name).map_or(0, |b| b.len());
+        assert!(len <= 5 * 1024 * 1024, "{name}: {len} bytes");
+    }
+    assert_eq!(dump(&store)?, state);
+    assert!(store.verify()?.is_ok());
+    drop(store);
+    let store = sim_store(&fs, Options::new())?;
+    assert_eq!(dump(&store)?, state, "after reopen");
+    Ok(())
+}
+
+/// A GC whose copy meets a damaged chunk after writing whole segments stops with `Corrupted`
+/// and deletes what it wrote; nothing else changes.
+#[test]
+fn a_gc_that_meets_damage_midway_leaves_no_segment_behind() -> Result<()> {
+    let fs = SimFs::new();
+    let (store, _, load) = nearly_live_load(&fs, 80_000)?;
+    let before = segment_files(&fs);
+    // Segments are copied in id order: the load's first fills most of a new segment, which
+    // is written while the second is copied; the last chunk of every later one is damaged.
+    assert!(load.len() >= 3, "{load:?}");
+    let damaged: Vec<(String, cairn::format::SegmentChunk)> = load
+        .iter()
+        .skip(1)
+        .filter_map(|f| {
+            let (_, chunks) = cairn::format::decode_segment(&fs.file(f)?).ok()?;
+            Some((f.clone(), chunks.into_iter().rfind(|c| c.kind == cairn::format::ChunkKind::Entries)?))
+        })
+        .collect();
+    assert!(!damaged.is_empty());
+    let ops = fs.ops();
+    let mut marked = Vec::new();
+    let err = store.compact_with_hook(&Retention::keep_last(100), |step| {
+        if step == cairn::CompactStep::Marked {
+            // The merge before the GC committed: its segments stay.
+            marked = segment_files(&fs);
+            for (name, c) in &damaged {
+                assert!(fs.corrupt(name, |b| b[(c.offset + u64::from(c.stored_len) / 2) as usize] ^= 0x5a));
+            }
+        }
+        Ok(())
+    });
+    assert!(matches!(err, Err(Error::Corrupted { .. })), "{err:?}");
+    let log = fs.op_log();
+    let wrote = log.iter().skip(ops as usize).filter(|op| op.contains(" rename segments/")).count();
+    assert!(wrote > 0, "the GC wrote a segment before it met the damage");
+    assert_eq!(segment_files(&fs), marked, "what the GC wrote is gone");
+    assert!(marked.len() > before.len(), "the merge committed");
     Ok(())
 }

@@ -3,6 +3,8 @@
 //!   retention) and of a GC (segment deletes and rewrites), each followed by reopen: every
 //!   retained checkpoint still reads exactly as before, and the next compaction cleans the
 //!   leftovers;
+//! - the same around a GC that copies several segments' worth (before each of its changes
+//!   to the disk in the long tier, `CAIRN_STRESS=1`; before each of the copy's otherwise);
 //! - a checkpoint interleaved at every step boundary of a GC, including one that reuses chunks
 //!   of segments the GC found dead and one that reuses chunks the GC stores as deltas, never
 //!   references a deleted chunk.
@@ -279,5 +281,80 @@ fn a_checkpoint_at_every_step_of_a_gc_writing_deltas_reads_back() -> Result<()> 
             assert!(store.verify()?.is_ok(), "boundary {at}: {:?}", store.verify()?.problems);
         }
     }
+    Ok(())
+}
+
+/// A compaction whose GC copies several segments' worth (`nearly_live_load`: a merge, then
+/// the load's segments copied into new ones of 4 MiB, each written as soon as it is full): a
+/// crash before one of its operations, then reopen, leaves the working state and every
+/// checkpoint intact (`verify` reads them all), and the next compactions clean up. With
+/// CAIRN_STRESS=1 before every operation in every image mode; otherwise before each
+/// operation of the copy (its first segment write to its HEAD commit), in two modes.
+#[test]
+fn crash_during_a_gc_copying_several_segments() -> Result<()> {
+    let base = SimFs::new();
+    let (store, state, _) = cairn_tests::nearly_live_load(&base, 45_000)?;
+    drop(store);
+    let open = |fs: &SimFs| sim_store(fs, cairn_tests::nearly_live_options());
+
+    // Dry run on a copy: the operations of a clean compaction, and where its copy lies.
+    let fs = base.crash_image(CrashMode::KeepUnsynced);
+    let store = open(&fs)?;
+    let start = fs.ops();
+    let report = store.compact()?;
+    let ops = fs.ops() - start;
+    let clean_bytes = store.stats()?.bytes_on_disk;
+    drop(store);
+    let log: Vec<String> = fs.op_log().into_iter().skip(start as usize).collect();
+    let head_commits: Vec<usize> =
+        log.iter().enumerate().filter(|(_, op)| op.contains(" rename HEAD")).map(|(i, _)| i).collect();
+    let (Some(&merged), Some(&copied)) = (head_commits.first(), head_commits.get(1)) else {
+        panic!("a merge and a copy, each committing HEAD: {log:?}");
+    };
+    let copy_writes =
+        log.iter().skip(merged).take(copied - merged).filter(|op| op.contains(" rename segments/")).count();
+    assert!(report.segments_rewritten >= 2 && copy_writes >= 2, "the copy writes segments: {report:?} {log:?}");
+    let first_write =
+        log.iter().skip(merged).position(|op| op.contains(" write segments/")).map_or(merged, |i| merged + i);
+
+    // A crash before a read leaves what a crash before the next change to the disk leaves:
+    // only the changes count.
+    let changes = |from: usize, to: usize| -> Vec<u64> {
+        (from..to.min(log.len()))
+            .filter(|&i| {
+                log.get(i).and_then(|op| op.split(' ').nth(1)).is_some_and(|op| !matches!(op, "read" | "list" | "stat"))
+            })
+            .map(|i| i as u64 + 1)
+            .chain(std::iter::once(to as u64 + 1))
+            .collect()
+    };
+    let (points, modes): (Vec<u64>, &[CrashMode]) = if cairn_tests::stress() {
+        (changes(0, log.len()), &MODES)
+    } else {
+        (changes(first_write, copied + 2), &MODES[..2])
+    };
+    let mut images = 0;
+    for k in points {
+        let fs = base.crash_image(CrashMode::KeepUnsynced);
+        let store = open(&fs)?;
+        fs.fail_at(fs.ops() + k, true);
+        let _ = store.compact();
+        drop(store);
+        for mode in modes {
+            let what = format!("crash before op {k} of {ops}, {mode:?}");
+            let image = fs.crash_image(*mode);
+            let store = open(&image).unwrap_or_else(|e| panic!("{what}: reopen: {e}"));
+            assert!(dump(&store)? == state, "{what}: the working state");
+            assert!(store.verify()?.is_ok(), "{what}: verify");
+            for _ in 0..3 {
+                store.compact()?;
+            }
+            assert!(dump(&store)? == state, "{what}: the working state after compaction");
+            let bytes = store.stats()?.bytes_on_disk;
+            assert!(bytes <= clean_bytes + 4096, "{what}: {bytes} bytes on disk after cleaning, {clean_bytes} clean");
+            images += 1;
+        }
+    }
+    assert!(images >= 10, "{images} crash images");
     Ok(())
 }

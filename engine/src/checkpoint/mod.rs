@@ -41,7 +41,7 @@ pub(crate) struct Persisted {
 /// large segment partly dead until the GC finds it sparse (tests/space: worst 1.83x with
 /// 256 MiB segments, 1.65x with 4 MiB). Loads and restores measured no slower.
 const SEGMENT_CHUNKS_MAX: usize = 1 << 20;
-const SEGMENT_BYTES_MAX: usize = 4 * 1024 * 1024;
+pub(crate) const SEGMENT_BYTES_MAX: usize = 4 * 1024 * 1024;
 const _: () = assert!(SEGMENT_CHUNKS_MAX * 50 <= format::MAX_SEGMENT_FOOTER_LEN);
 
 /// Largest run index chunk written: a run whose index would grow past it is ended and the

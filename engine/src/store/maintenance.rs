@@ -569,10 +569,10 @@ impl Store {
     /// committed (HEAD's high-water mark names it), and point the chunk index at the copies.
     /// Returns the segments that are now dead (to be deleted by `sweep`).
     ///
-    /// The copy is read and written without any lock (its segment id is reserved first, under
-    /// the commit lock like every id; the chunks it copies stay where the plan's index says,
-    /// since only this compaction moves or deletes segments); only the id reservation, the
-    /// HEAD commit and the index update take the locks.
+    /// The copy is read and written without any lock (each new segment's id is reserved as it
+    /// starts, under the commit lock like every id; the chunks it copies stay where the plan's
+    /// index says, since only this compaction moves or deletes segments); only the id
+    /// reservations, the HEAD commit and the index update take the locks.
     fn rewrite_sparse(&self, plan: &GcPlan, report: &mut CompactionReport) -> Result<Vec<SegmentId>> {
         let mut dead: Vec<SegmentId> = plan.uses.iter().filter(|(_, u)| u.live.is_empty()).map(|(id, _)| *id).collect();
         // A segment's live bytes count each chunk planned as a delta at its delta's size: what
@@ -601,49 +601,20 @@ impl Store {
         if sparse.is_empty() {
             return Ok(dead);
         }
-        let new_id = {
-            // Segment ids are allocated under the commit lock only: a checkpoint holds it from
-            // taking its first id until its commit moves `next_segment` past what it wrote.
-            let _commit = self.shared.commit_lock()?;
-            let mut inner = self.shared.lock()?;
-            let id = SegmentId(inner.next_segment);
-            inner.next_segment += 1;
-            id
-        };
         let st = self.shared.storage.as_ref();
-        let mut writer = SegmentWriter::new(new_id);
-        let codec = match self.shared.opts.compression {
-            crate::Compression::None => format::Codec::None,
-            crate::Compression::Lz4 => format::Codec::Lz4,
-        };
-        for id in &sparse {
-            for hash in plan.uses.get(id).map(|u| u.live.as_slice()).unwrap_or_default() {
-                let Some(loc) = plan.index.get(hash).copied() else { continue };
-                let raw_len = loc.chunk.raw_len as usize;
-                // Every chunk copied is read and verified first, except a planned delta: it was
-                // encoded from the chunk's verified raw bytes when it was planned.
-                if let Some((_, stored)) = plan.deltas.get(hash) {
-                    writer.push_delta(*hash, raw_len, stored);
-                    report.chunks_stored_as_delta += 1;
-                } else if loc.chunk.codec == format::Codec::Delta {
-                    // Stays a delta against the same base, which stays live and whole.
-                    writer.push_delta(*hash, raw_len, &version::read_delta_stored(st, &plan.index, hash)?);
-                } else {
-                    let raw = version::read_chunk(st, &plan.index, hash)?;
-                    writer.push(*hash, loc.chunk.kind, &raw, codec);
-                }
-            }
+        let mut copied = Vec::new();
+        if let Err(e) = self.copy_live_chunks(plan, &sparse, &mut copied, report) {
+            // Nothing names what was written: it goes. (A failed write, fsync or delete is an
+            // I/O error, on which the compaction poisons the store.)
+            let removed = copied.iter().try_for_each(|(id, _)| st.delete(&segment_name(*id))).and_then(|()| st.sync());
+            return Err(removed.err().unwrap_or(e));
         }
-        let (bytes, chunks) = writer.finish();
-        if let Err(e) = st.put(&segment_name(new_id), &bytes).and_then(|()| st.sync()) {
-            self.shared.lock()?.poison(&e);
-            return Err(e);
-        }
+        let Some(last) = copied.iter().map(|(id, _)| *id).max() else { return Ok(dead) };
 
         let _commit = self.shared.commit_lock()?;
         let mut inner = self.shared.lock()?;
         let committed = inner.head.ok_or_else(|| Error::NotFound("HEAD".into())).and_then(|mut head| {
-            head.max_segment_id = head.max_segment_id.max(new_id);
+            head.max_segment_id = head.max_segment_id.max(last);
             st.commit_head(&format::encode_head(&head))?;
             Ok(head)
         });
@@ -654,11 +625,90 @@ impl Store {
                 return Err(e);
             }
         }
-        inner.chunks.rehome(new_id, &chunks);
+        for (id, chunks) in &copied {
+            inner.chunks.rehome(*id, chunks);
+        }
         report.segments_rewritten += sparse.len() as u64;
-        report.bytes_written += bytes.len() as u64 + format::HEAD_LEN as u64;
+        report.bytes_written += format::HEAD_LEN as u64;
         dead.extend(sparse);
         Ok(dead)
+    }
+
+    /// Copy the live chunks of the `sparse` segments into new segments, each closed once it
+    /// holds [`checkpoint::SEGMENT_BYTES_MAX`] and written at once (so a GC holds one segment
+    /// in memory however much it copies), then make their names durable. Each segment is added
+    /// to `copied` with its chunk table before it is written, so on an error `copied` lists
+    /// every one that may exist, which nothing names.
+    fn copy_live_chunks(
+        &self,
+        plan: &GcPlan,
+        sparse: &[SegmentId],
+        copied: &mut Vec<(SegmentId, Vec<format::SegmentChunk>)>,
+        report: &mut CompactionReport,
+    ) -> Result<()> {
+        let st = self.shared.storage.as_ref();
+        let codec = match self.shared.opts.compression {
+            crate::Compression::None => format::Codec::None,
+            crate::Compression::Lz4 => format::Codec::Lz4,
+        };
+        let mut writer: Option<SegmentWriter> = None;
+        for id in sparse {
+            for hash in plan.uses.get(id).map(|u| u.live.as_slice()).unwrap_or_default() {
+                let Some(loc) = plan.index.get(hash).copied() else { continue };
+                let raw_len = loc.chunk.raw_len as usize;
+                let w = match &mut writer {
+                    Some(w) => w,
+                    None => writer.insert(SegmentWriter::new(self.next_segment_id()?)),
+                };
+                // Every chunk copied is read and verified first, except a planned delta: it was
+                // encoded from the chunk's verified raw bytes when it was planned.
+                if let Some((_, stored)) = plan.deltas.get(hash) {
+                    w.push_delta(*hash, raw_len, stored);
+                    report.chunks_stored_as_delta += 1;
+                } else if loc.chunk.codec == format::Codec::Delta {
+                    // Stays a delta against the same base, which stays live and whole.
+                    w.push_delta(*hash, raw_len, &version::read_delta_stored(st, &plan.index, hash)?);
+                } else {
+                    let raw = version::read_chunk(st, &plan.index, hash)?;
+                    w.push(*hash, loc.chunk.kind, &raw, codec);
+                }
+                if w.len() >= checkpoint::SEGMENT_BYTES_MAX {
+                    if let Some(full) = writer.take() {
+                        self.write_copy(full, copied, report)?;
+                    }
+                }
+            }
+        }
+        if let Some(last) = writer.take() {
+            self.write_copy(last, copied, report)?;
+        }
+        st.sync()
+    }
+
+    /// Write one segment of copied chunks under its name (made durable by the caller's sync).
+    fn write_copy(
+        &self,
+        writer: SegmentWriter,
+        copied: &mut Vec<(SegmentId, Vec<format::SegmentChunk>)>,
+        report: &mut CompactionReport,
+    ) -> Result<()> {
+        let id = writer.id();
+        let (bytes, chunks) = writer.finish();
+        // Listed before the write: a failed write may still have left the file.
+        copied.push((id, chunks));
+        self.shared.storage.put(&segment_name(id), &bytes)?;
+        report.bytes_written += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// A new segment id. Ids are allocated under the commit lock only: a checkpoint holds it
+    /// from taking its first id until its commit moves `next_segment` past what it wrote.
+    fn next_segment_id(&self) -> Result<SegmentId> {
+        let _commit = self.shared.commit_lock()?;
+        let mut inner = self.shared.lock()?;
+        let id = SegmentId(inner.next_segment);
+        inner.next_segment += 1;
+        Ok(id)
     }
 
     /// Delete the dead segments, except those holding a chunk a checkpoint reused while this
