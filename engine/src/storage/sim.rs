@@ -83,10 +83,12 @@ struct State {
 pub struct SimFs {
     state: Arc<Mutex<State>>,
     gate: Arc<Gate>,
+    /// The same for reads ([`SimFs::hold_reads`]).
+    read_gate: Arc<Gate>,
 }
 
-/// Holds file writes back while closed, so a test can stop a background checkpoint at its
-/// first write and act while it waits there.
+/// Holds file writes (or reads) back while closed, so a test can stop a background checkpoint
+/// at its first write and act while it waits there.
 #[derive(Default)]
 struct Gate {
     state: Mutex<GateState>,
@@ -115,6 +117,20 @@ impl Gate {
             g = self.changed.wait(g).unwrap_or_else(|p| p.into_inner());
         }
         g.waiting -= 1;
+    }
+
+    /// Close the gate, or open it and let every waiter go.
+    fn set_closed(&self, closed: bool) {
+        self.lock().closed = closed;
+        self.changed.notify_all();
+    }
+
+    /// Block until at least `n` threads wait at the gate.
+    fn wait_for(&self, n: usize) {
+        let mut g = self.lock();
+        while g.waiting < n {
+            g = self.changed.wait(g).unwrap_or_else(|p| p.into_inner());
+        }
     }
 }
 
@@ -231,13 +247,12 @@ impl SimFs {
     /// From now on every file write waits until [`SimFs::release_writes`] (other operations
     /// go on).
     pub fn hold_writes(&self) {
-        self.gate.lock().closed = true;
+        self.gate.set_closed(true);
     }
 
     /// Let held and later writes go.
     pub fn release_writes(&self) {
-        self.gate.lock().closed = false;
-        self.gate.changed.notify_all();
+        self.gate.set_closed(false);
     }
 
     /// Block until at least one write waits at the gate [`SimFs::hold_writes`] closed.
@@ -247,10 +262,23 @@ impl SimFs {
 
     /// Block until at least `n` writes (from different threads) wait at the gate.
     pub fn wait_for_held_writes(&self, n: usize) {
-        let mut g = self.gate.lock();
-        while g.waiting < n {
-            g = self.gate.changed.wait(g).unwrap_or_else(|p| p.into_inner());
-        }
+        self.gate.wait_for(n);
+    }
+
+    /// From now on every file read waits until [`SimFs::release_reads`] (other operations go
+    /// on), so a test can stop a reader inside a read and act while it waits there.
+    pub fn hold_reads(&self) {
+        self.read_gate.set_closed(true);
+    }
+
+    /// Let held and later reads go.
+    pub fn release_reads(&self) {
+        self.read_gate.set_closed(false);
+    }
+
+    /// Block until at least one read waits at the gate [`SimFs::hold_reads`] closed.
+    pub fn wait_for_held_read(&self) {
+        self.read_gate.wait_for(1);
     }
 
     /// Stop injecting faults.
@@ -334,7 +362,7 @@ impl SimFs {
             i.durable = i.data.clone();
         }
         let state = State { inodes, durable_names: names.clone(), names, ..State::default() };
-        SimFs { state: Arc::new(Mutex::new(state)), gate: Arc::default() }
+        SimFs { state: Arc::new(Mutex::new(state)), gate: Arc::default(), read_gate: Arc::default() }
     }
 
     /// Paths of every file, as the running program sees them.
@@ -409,6 +437,7 @@ impl Fs for SimFs {
     }
 
     fn read_at(&self, path: &str, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        self.read_gate.pass();
         let mut s = self.lock();
         self.op(&mut s, "read", path)?;
         let i = *s.names.get(path).ok_or(io::ErrorKind::NotFound)?;

@@ -291,6 +291,15 @@ fn list_ids<T>(storage: &dyn Storage, dir: &str, parse: fn(&str) -> Option<T>) -
     Ok(storage.list(dir)?.into_iter().filter_map(|n| parse(&n).map(|id| (id, n))).collect())
 }
 
+/// `None` for an object deleted after it was listed (by a compaction running meanwhile).
+fn unless_gone<T>(read: Result<T>) -> Result<Option<T>> {
+    match read {
+        Ok(value) => Ok(Some(value)),
+        Err(Error::NotFound(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 impl Store {
     /// Open (or create) the store in directory `dir` on the local filesystem with default
     /// [`Options`]. The working state is the latest committed checkpoint; its metadata is
@@ -666,50 +675,69 @@ impl Store {
 
     /// Figures about the store. Lists storage and reads every retained manifest and run
     /// index, to count bytes on disk and live bytes.
+    ///
+    /// Only the in-memory figures and a copy of the chunk index are taken under the store's
+    /// lock; the reads from storage come after it, so table reads and writes and checkpoints
+    /// go on meanwhile. A compaction running at the same time may delete what it lists: an
+    /// object gone by the time it is read no longer counts, and a run index gone leaves
+    /// `live_bytes` at 0 for this call.
     pub fn stats(&self) -> Result<Stats> {
-        let inner = self.shared.lock()?;
-        let st = self.shared.storage.as_ref();
-        let max_checkpoint = inner.head.map_or(0, |h| h.max_checkpoint_id.0);
-        let max_segment = inner.head.map_or(0, |h| h.max_segment_id.0);
-        let mut stats = Stats {
-            head: inner.base.as_ref().map(|b| b.manifest.id),
-            tables: inner.tables.tables.len(),
-            keys: inner.tables.tables.values().map(|t| t.len() as u64).sum(),
-            dirty_keys: inner.tables.dirty_len() as u64,
-            chunks: inner.chunks.len() as u64,
-            head_runs: inner.base.as_ref().map_or(0, |b| b.manifest.tables.iter().map(|t| t.runs.len() as u64).sum()),
-            unreadable_segments: inner.unreadable_segments,
-            runs_per_table: inner.base.as_ref().map_or_else(BTreeMap::new, |b| {
-                b.manifest.tables.iter().map(|t| (t.name.clone(), t.runs.len() as u64)).collect()
-            }),
-            bytes_rewritten: inner.bytes_rewritten,
-            pins: inner.pins.len() as u64,
-            last_auto_compact_error: inner.last_auto_compact_error.clone(),
-            dirty_bytes: inner.tables.dirty_bytes() as u64,
-            checkpoints_in_flight: inner.in_flight as u64,
-            checkpoints_completed: inner.outcomes[0],
-            checkpoints_aborted: inner.outcomes[1],
-            checkpoints_failed: inner.outcomes[2],
-            recent_checkpoints: inner.recent.iter().cloned().collect(),
-            ..Stats::default()
+        let (mut stats, index, max_checkpoint, max_segment) = {
+            let inner = self.shared.lock()?;
+            let stats = Stats {
+                head: inner.base.as_ref().map(|b| b.manifest.id),
+                tables: inner.tables.tables.len(),
+                keys: inner.tables.tables.values().map(|t| t.len() as u64).sum(),
+                dirty_keys: inner.tables.dirty_len() as u64,
+                chunks: inner.chunks.len() as u64,
+                head_runs: inner
+                    .base
+                    .as_ref()
+                    .map_or(0, |b| b.manifest.tables.iter().map(|t| t.runs.len() as u64).sum()),
+                unreadable_segments: inner.unreadable_segments,
+                runs_per_table: inner.base.as_ref().map_or_else(BTreeMap::new, |b| {
+                    b.manifest.tables.iter().map(|t| (t.name.clone(), t.runs.len() as u64)).collect()
+                }),
+                bytes_rewritten: inner.bytes_rewritten,
+                pins: inner.pins.len() as u64,
+                last_auto_compact_error: inner.last_auto_compact_error.clone(),
+                dirty_bytes: inner.tables.dirty_bytes() as u64,
+                checkpoints_in_flight: inner.in_flight as u64,
+                checkpoints_completed: inner.outcomes[0],
+                checkpoints_aborted: inner.outcomes[1],
+                checkpoints_failed: inner.outcomes[2],
+                recent_checkpoints: inner.recent.iter().cloned().collect(),
+                ..Stats::default()
+            };
+            let max_checkpoint = inner.head.map_or(0, |h| h.max_checkpoint_id.0);
+            let max_segment = inner.head.map_or(0, |h| h.max_segment_id.0);
+            (stats, inner.chunks.clone(), max_checkpoint, max_segment)
         };
+        let st = self.shared.storage.as_ref();
         let mut retained = Vec::new();
         for (id, name) in list_ids(st, MANIFESTS, parse_manifest_name)? {
             if id.0 <= max_checkpoint {
+                let Some((size, (manifest, ..))) = unless_gone(st.size(&name).and_then(|size| {
+                    let manifest = load_manifest(st, id, None)?;
+                    Ok((size, manifest))
+                }))?
+                else {
+                    continue;
+                };
                 stats.checkpoints += 1;
-                stats.bytes_on_disk += st.size(&name)?;
-                retained.push(load_manifest(st, id, None)?.0);
+                stats.bytes_on_disk += size;
+                retained.push(manifest);
             }
         }
         // A run index in an unreadable segment leaves live bytes unknown (0); `verify` names it.
-        if let Ok((live, _)) = crate::compaction::gc::live_chunks(st, &inner.chunks, &retained) {
-            stats.live_bytes =
-                live.iter().filter_map(|h| inner.chunks.get(h)).map(|l| u64::from(l.chunk.raw_len)).sum();
+        if let Ok((live, _)) = crate::compaction::gc::live_chunks(st, &index, &retained) {
+            stats.live_bytes = live.iter().filter_map(|h| index.get(h)).map(|l| u64::from(l.chunk.raw_len)).sum();
         }
         for (id, name) in list_ids(st, SEGMENTS, parse_segment_name)? {
             if id.0 <= max_segment {
+                let Some(size) = unless_gone(st.size(&name))? else { continue };
                 stats.segments += 1;
-                stats.bytes_on_disk += st.size(&name)?;
+                stats.bytes_on_disk += size;
             }
         }
         if stats.live_bytes > 0 {

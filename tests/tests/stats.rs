@@ -1,0 +1,47 @@
+//! `Store::stats` reads storage (every retained manifest and run index) without holding the
+//! store's lock: tables stay usable while it reads, and an object a compaction deletes
+//! between its listing and its read no longer counts, rather than failing the call.
+
+use cairn::storage::{Fs, SimFs};
+use cairn::{Options, Result, Retention};
+use cairn_tests::sim_store;
+use std::sync::mpsc;
+use std::time::Duration;
+
+#[test]
+fn stats_reads_storage_without_holding_up_the_tables() -> Result<()> {
+    let fs = SimFs::new();
+    let store = sim_store(&fs, Options::new().retention(Retention::keep_last(10)))?;
+    let t = store.table("t")?;
+    for round in 0..3u8 {
+        t.put(b"a", &[round])?;
+        store.checkpoint(&[round])?;
+    }
+    fs.hold_reads();
+    std::thread::scope(|scope| -> Result<()> {
+        let stats = scope.spawn(|| store.stats());
+        // Stopped reading the oldest manifest, after listing it.
+        fs.wait_for_held_read();
+        // The tables answer meanwhile. (Were the store's lock held across the read, this
+        // would wait forever: the bound only turns that into a failure.)
+        let (done, answered) = mpsc::channel();
+        let t = &t;
+        scope.spawn(move || {
+            let used = t.put(b"b", b"2").and_then(|()| t.get(b"a"));
+            let _ = done.send(used);
+        });
+        let used = answered.recv_timeout(Duration::from_secs(60));
+        // A compaction deletes the manifest being read before the read goes on.
+        let removed = fs.remove_file("manifests/0000000000000001.man");
+        assert!(removed.is_ok(), "{removed:?}");
+        fs.release_reads();
+        assert_eq!(used.ok().transpose()?, Some(Some(vec![2])), "a get and a put while stats reads");
+        let stats = stats.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+        assert_eq!(stats.checkpoints, 2, "the deleted manifest no longer counts: {stats:?}");
+        assert!(stats.live_bytes > 0, "{stats:?}");
+        Ok(())
+    })?;
+    let stats = store.stats()?;
+    assert_eq!((stats.checkpoints, stats.keys, stats.dirty_keys), (2, 2, 1), "{stats:?}");
+    Ok(())
+}
