@@ -15,6 +15,16 @@ pub enum Compression {
     Lz4,
 }
 
+impl Compression {
+    /// The codec chunks are written with.
+    pub(crate) fn codec(self) -> crate::format::Codec {
+        match self {
+            Compression::None => crate::format::Codec::None,
+            Compression::Lz4 => crate::format::Codec::Lz4,
+        }
+    }
+}
+
 /// What [`crate::Store::checkpoint_async`] does when
 /// [`Options::max_checkpoints_in_flight`] checkpoints are already persisting.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]

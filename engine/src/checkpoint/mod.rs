@@ -13,7 +13,7 @@ use crate::format::{
     ManifestHash, ManifestKind, ManifestStats, ManifestTable, RunIndex, RunIndexEntry, RunRef, SegmentChunk, SegmentId,
     SegmentWriter, HEAD_LEN,
 };
-use crate::options::{Compression, Options};
+use crate::options::Options;
 use crate::state::CapturedEntries;
 use crate::storage::{manifest_name, segment_name, Storage};
 use crate::version::check_manifest_invariants;
@@ -94,10 +94,7 @@ impl StagedSegment {
 impl<'a> ChunkSink<'a> {
     /// A sink whose first segment is `first_segment`; further ones take the following ids.
     pub(crate) fn new(stored: &'a dyn Fn(&ChunkHash) -> bool, first_segment: SegmentId, opts: &Options) -> Self {
-        let codec = match opts.compression {
-            Compression::None => Codec::None,
-            Compression::Lz4 => Codec::Lz4,
-        };
+        let codec = opts.compression.codec();
         ChunkSink {
             stored,
             finished: Vec::new(),

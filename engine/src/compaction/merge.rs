@@ -86,7 +86,10 @@ pub(crate) fn write_merged_runs(
     threads: usize,
 ) -> Result<Vec<RunRef>> {
     let runs = table.runs.get(start..).ok_or_else(|| Error::InvalidArgument("merge start beyond the runs".into()))?;
-    let listings = runs.iter().map(|run| run_listing(storage, index, &table.name, run)).collect::<Result<Vec<_>>>()?;
+    let listings = runs
+        .iter()
+        .map(|run| version::read_checked_run_index(storage, index, &table.name, run))
+        .collect::<Result<Vec<_>>>()?;
     let mut cursors: Vec<_> =
         listings.iter().map(|l| EntryCursor::new(storage, index, l.chunks.iter(), KeyRange::ALL)).collect();
     let mut writer = RunWriter::new(target, threads);
@@ -125,7 +128,10 @@ pub(crate) fn write_slice_merge(
             Ok((c, raw_len))
         })
         .collect::<Result<_>>()?;
-    let newer = newer.iter().map(|run| run_listing(storage, index, &table.name, run)).collect::<Result<Vec<_>>>()?;
+    let newer = newer
+        .iter()
+        .map(|run| version::read_checked_run_index(storage, index, &table.name, run))
+        .collect::<Result<Vec<_>>>()?;
     let (a, b) = pick_slice(&chunks, slices, &mut cursors_in(storage, index, &newer, KeyRange::ALL))?;
     let lo = chunks.get(a).filter(|_| a > 0).map(|(c, _)| c.first_key.as_slice());
     let hi = chunks.get(b).map(|(c, _)| c.first_key.as_slice());
@@ -168,17 +174,6 @@ pub(crate) fn write_slice_merge(
     }
     runs.extend(writer.finish(sink));
     Ok(runs)
-}
-
-/// The run index of `run`, checked against the manifest: its chunk count, and its chunks'
-/// entries adding up to the run's (each chunk's own count is checked when it is read).
-fn run_listing(storage: &dyn Storage, index: &ChunkIndex, table: &str, run: &RunRef) -> Result<RunIndex> {
-    let listing = version::read_checked_run_index(storage, index, table, run)?;
-    if listing.chunks.iter().map(|c| c.entries).sum::<u64>() != run.entries {
-        let object = format!("run {} of table {table}", run.index.to_hex());
-        return Err(Error::corrupted(object, "entry count differs from the manifest"));
-    }
-    Ok(listing)
 }
 
 /// Cursors over the entries of `range` in each of `listings`, reading only the chunks that can

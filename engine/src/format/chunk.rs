@@ -3,6 +3,7 @@
 //! index chunk (the ordered list of entries chunks that make up one run of a table).
 
 use super::{invalid, put_varint, ChunkHash, DecodeError, Reader, MAX_CHUNK_LEN, MAX_KEY_LEN, MAX_VALUE_LEN};
+use std::ops::Range;
 
 /// The first byte of every chunk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,12 +114,29 @@ pub fn decode_chunk(bytes: &[u8]) -> Result<ChunkBody, DecodeError> {
 /// The whole chunk is validated before the first call, so `f` never sees a prefix of a bad
 /// chunk. Returns the number of entries.
 pub fn decode_entries(bytes: &[u8], mut f: impl FnMut(&[u8], Option<&[u8]>)) -> Result<u64, DecodeError> {
-    let count = walk_entries(bytes, |_, _| {})?;
-    walk_entries(bytes, &mut f)?;
-    Ok(count)
+    let entries = entry_ranges(bytes)?;
+    for e in &entries {
+        let key = bytes.get(e.key.clone()).unwrap_or_default();
+        f(key, e.value.clone().and_then(|v| bytes.get(v)));
+    }
+    Ok(entries.len() as u64)
 }
 
-fn walk_entries(bytes: &[u8], mut f: impl FnMut(&[u8], Option<&[u8]>)) -> Result<u64, DecodeError> {
+/// Where one entry of an entries chunk lies in the chunk's bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EntryRanges {
+    /// The key.
+    pub key: Range<usize>,
+    /// The value; `None` for a tombstone.
+    pub value: Option<Range<usize>>,
+    /// The whole entry: its two lengths, key and value.
+    pub whole: Range<usize>,
+}
+
+/// Validate an entries chunk (its kind, every length, keys strictly increasing, at least one
+/// entry) and return where its entries lie, in key order: for readers that keep the chunk's
+/// bytes and index into them (a merge's cursor, the delta encoder).
+pub fn entry_ranges(bytes: &[u8]) -> Result<Vec<EntryRanges>, DecodeError> {
     if bytes.len() > MAX_CHUNK_LEN {
         return Err(invalid("chunk length", format!("{} exceeds {MAX_CHUNK_LEN}", bytes.len())));
     }
@@ -126,27 +144,32 @@ fn walk_entries(bytes: &[u8], mut f: impl FnMut(&[u8], Option<&[u8]>)) -> Result
     if ChunkKind::try_from(r.u8()?)? != ChunkKind::Entries {
         return Err(invalid("chunk kind", "expected an entries chunk"));
     }
-    let mut prev: Option<&[u8]> = None;
-    let mut count = 0u64;
+    let at = |r: &Reader<'_>| bytes.len() - r.remaining();
+    let mut entries: Vec<EntryRanges> = Vec::new();
     while !r.is_empty() {
+        let start = at(&r);
         let key_len = r.varint_max("key length", MAX_KEY_LEN as u64)? as usize;
         let tag = r.varint_max("value length", MAX_VALUE_LEN as u64 + 1)?;
+        let key_start = at(&r);
         let key = r.take(key_len)?;
         let value = match tag {
             0 => None,
-            n => Some(r.take((n - 1) as usize)?),
+            n => {
+                let value_start = at(&r);
+                r.take((n - 1) as usize)?;
+                Some(value_start..at(&r))
+            }
         };
-        if prev.is_some_and(|p| p >= key) {
+        let previous = entries.last().and_then(|e| bytes.get(e.key.clone()));
+        if previous.is_some_and(|p| p >= key) {
             return Err(invalid("entry order", "keys are not strictly increasing"));
         }
-        prev = Some(key);
-        f(key, value);
-        count += 1;
+        entries.push(EntryRanges { key: key_start..key_start + key_len, value, whole: start..at(&r) });
     }
-    if count == 0 {
+    if entries.is_empty() {
         return Err(invalid("entries chunk", "holds no entry"));
     }
-    Ok(count)
+    Ok(entries)
 }
 
 /// Decode a run index chunk.

@@ -21,7 +21,7 @@
 //! length, and its blake3 must be the chunk's name.
 
 use super::segment::{check_stored_len, verified};
-use super::{invalid, put_varint, ChunkHash, Codec, DecodeError, Reader, SegmentChunk};
+use super::{entry_ranges, invalid, put_varint, ChunkHash, Codec, DecodeError, Reader, SegmentChunk};
 use std::ops::Range;
 
 const OP_COPY: u8 = 0;
@@ -84,8 +84,8 @@ pub fn apply_delta(chunk: &SegmentChunk, stored: &[u8], base: &[u8]) -> Result<V
 /// is copied from it, the rest inserted. `None` if either is not a well-formed entries chunk
 /// or the patch would not be under half of `target` (not worth a second read to restore it).
 pub fn encode_delta(base_hash: &ChunkHash, base: &[u8], target: &[u8]) -> Option<Vec<u8>> {
-    let base_entries = entry_spans(base)?;
-    let target_entries = entry_spans(target)?;
+    let base_entries = entry_ranges(base).ok()?;
+    let target_entries = entry_ranges(target).ok()?;
     let mut patch = Patch { out: base_hash.0.to_vec(), copy: None, insert: None };
     // The kind byte (both are entries chunks).
     patch.copy(0..1, target);
@@ -101,32 +101,6 @@ pub fn encode_delta(base_hash: &ChunkHash, base: &[u8], target: &[u8]) -> Option
     }
     patch.flush(target);
     (patch.out.len() < target.len() / 2).then_some(patch.out)
-}
-
-/// Where one entry lies in an entries chunk.
-struct EntrySpan {
-    key: Range<usize>,
-    whole: Range<usize>,
-}
-
-/// The entries of an entries chunk, in order; `None` if it is not one.
-fn entry_spans(raw: &[u8]) -> Option<Vec<EntrySpan>> {
-    let mut r = Reader::new(raw);
-    if r.u8().ok()? != super::ChunkKind::Entries as u8 {
-        return None;
-    }
-    let mut spans = Vec::new();
-    while !r.is_empty() {
-        let start = raw.len() - r.remaining();
-        let key_len = r.varint().ok()? as usize;
-        let value_len = (r.varint().ok()? as usize).saturating_sub(1);
-        let key_start = raw.len() - r.remaining();
-        r.take(key_len).ok()?;
-        r.take(value_len).ok()?;
-        let end = raw.len() - r.remaining();
-        spans.push(EntrySpan { key: key_start..key_start + key_len, whole: start..end });
-    }
-    Some(spans)
 }
 
 /// Ops being written: adjacent copies of adjacent base bytes become one op, and so do

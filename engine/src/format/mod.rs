@@ -23,8 +23,8 @@ mod tests;
 
 pub(crate) use chunk::put_entry;
 pub use chunk::{
-    decode_chunk, decode_entries, decode_run_index, encode_entries_chunk, encode_run_index_chunk, ChunkBody, ChunkKind,
-    Entry, RunIndex, RunIndexEntry,
+    decode_chunk, decode_entries, decode_run_index, encode_entries_chunk, encode_run_index_chunk, entry_ranges,
+    ChunkBody, ChunkKind, Entry, EntryRanges, RunIndex, RunIndexEntry,
 };
 pub use delta::{apply_delta, delta_base, encode_delta, DELTA_HEADER_LEN};
 pub use global::{decode_global, encode_global, GlobalRecord, ShardPart, MAX_SHARDS};

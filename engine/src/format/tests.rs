@@ -143,6 +143,26 @@ fn entries_chunk_is_pinned_and_round_trips() {
     assert_eq!(entries[2].value.as_deref(), Some(&[0u8; 3][..]));
 }
 
+/// `entry_ranges` points at exactly what `decode_entries` hands on, and the entries' whole
+/// ranges tile the chunk after its kind byte.
+#[test]
+fn entry_ranges_locate_every_entry() {
+    let bytes = sample_entries();
+    let ranges = entry_ranges(&bytes).unwrap();
+    let mut decoded = Vec::new();
+    decode_entries(&bytes, |k, v| decoded.push((k.to_vec(), v.map(<[u8]>::to_vec)))).unwrap();
+    let located: Vec<_> =
+        ranges.iter().map(|e| (bytes[e.key.clone()].to_vec(), e.value.clone().map(|v| bytes[v].to_vec()))).collect();
+    assert_eq!(located, decoded);
+    let mut at = 1;
+    for e in &ranges {
+        assert_eq!(e.whole.start, at);
+        assert!(e.whole.start < e.key.start && e.value.as_ref().map_or(e.key.end, |v| v.end) == e.whole.end);
+        at = e.whole.end;
+    }
+    assert_eq!(at, bytes.len());
+}
+
 #[test]
 fn entries_chunk_rejects_disorder_empty_and_truncation() {
     let unordered = encode_entries_chunk([(&b"b"[..], None), (&b"a"[..], None)]);

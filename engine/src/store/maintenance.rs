@@ -8,6 +8,7 @@ use crate::storage::{manifest_name, parse_manifest_name, parse_segment_name, seg
 use crate::version::{self, load_manifest};
 use crate::{Error, Result};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// A step of a compaction, reported to [`Store::compact_with_hook`]'s hook after it is done.
@@ -294,12 +295,9 @@ impl Store {
             let runs: Vec<format::RunRef> = match written {
                 Ok(runs) => runs,
                 Err(e) => {
-                    // A run failed its checks midway: what was written of the merge goes.
-                    if let Err(discarding) = sink.discard_spilled(st) {
-                        self.shared.lock()?.poison(&discarding);
-                        return Err(discarding);
-                    }
-                    return Err(e);
+                    // A run failed its checks midway: what was written of the merge goes. (A
+                    // failed delete is an I/O error, on which the compaction poisons the store.)
+                    return Err(sink.discard_spilled(st).err().unwrap_or(e));
                 }
             };
             report.runs_merged += table.runs.len().saturating_sub(runs.len()) as u64;
@@ -537,7 +535,7 @@ impl Store {
         &self,
         index: &version::ChunkIndex,
         candidates: Vec<(format::ChunkHash, format::ChunkHash)>,
-    ) -> Result<HashMap<format::ChunkHash, (format::ChunkHash, Vec<u8>)>> {
+    ) -> Result<PlannedDeltas> {
         let st = self.shared.storage.as_ref();
         let mut cache = std::mem::take(&mut self.shared.lock()?.delta_cache);
         let mut kept = HashMap::with_capacity(candidates.len());
@@ -549,7 +547,7 @@ impl Store {
                 // stops the compaction.
                 None => match version::read_chunk(st, index, &hash).and_then(|raw| {
                     let base_raw = version::read_chunk(st, index, &base)?;
-                    Ok(format::encode_delta(&base, &base_raw, &raw))
+                    Ok(format::encode_delta(&base, &base_raw, &raw).map(Arc::from))
                 }) {
                     Ok(encoded) => encoded,
                     Err(Error::Corrupted { .. }) => None,
@@ -557,7 +555,7 @@ impl Store {
                 },
             };
             if let Some(stored) = &encoded {
-                deltas.insert(hash, (base, stored.clone()));
+                deltas.insert(hash, (base, Arc::clone(stored)));
             }
             kept.insert((hash, base), encoded);
         }
@@ -565,8 +563,9 @@ impl Store {
         Ok(deltas)
     }
 
-    /// Copy the live chunks of sparse segments into one new segment, make it durable and
-    /// committed (HEAD's high-water mark names it), and point the chunk index at the copies.
+    /// Copy the live chunks of sparse segments into new segments (`copy_live_chunks`),
+    /// make them durable and committed (HEAD's high-water mark names the last), and point the
+    /// chunk index at the copies.
     /// Returns the segments that are now dead (to be deleted by `sweep`).
     ///
     /// The copy is read and written without any lock (each new segment's id is reserved as it
@@ -647,10 +646,7 @@ impl Store {
         report: &mut CompactionReport,
     ) -> Result<()> {
         let st = self.shared.storage.as_ref();
-        let codec = match self.shared.opts.compression {
-            crate::Compression::None => format::Codec::None,
-            crate::Compression::Lz4 => format::Codec::Lz4,
-        };
+        let codec = self.shared.opts.compression.codec();
         let mut writer: Option<SegmentWriter> = None;
         for id in sparse {
             for hash in plan.uses.get(id).map(|u| u.live.as_slice()).unwrap_or_default() {
@@ -743,6 +739,9 @@ impl Store {
     }
 }
 
+/// Live chunks to store as deltas if their segment is rewritten: chunk -> (base, stored bytes).
+type PlannedDeltas = HashMap<format::ChunkHash, (format::ChunkHash, Arc<[u8]>)>;
+
 /// What `mark` found.
 struct GcPlan {
     uses: BTreeMap<SegmentId, gc::SegmentUse>,
@@ -750,7 +749,7 @@ struct GcPlan {
     sizes: BTreeMap<SegmentId, u64>,
     /// The chunk index as the mark saw it: where every live chunk is.
     index: version::ChunkIndex,
-    /// Live chunks to store as deltas if their segment is rewritten: chunk -> (base, stored).
-    deltas: HashMap<format::ChunkHash, (format::ChunkHash, Vec<u8>)>,
+    /// The chunks planned as deltas.
+    deltas: PlannedDeltas,
     min_live_fraction: f64,
 }

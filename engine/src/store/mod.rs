@@ -149,7 +149,8 @@ pub(crate) struct Inner {
     compacting: bool,
     /// Delta encodings the GC worked out, kept between GCs while the chunk stays a candidate
     /// with the same base: (chunk, base) -> its stored delta, or `None` if not worth storing.
-    pub(crate) delta_cache: HashMap<(ChunkHash, ChunkHash), Option<Vec<u8>>>,
+    /// Shared with the GC's plan, not copied.
+    pub(crate) delta_cache: HashMap<(ChunkHash, ChunkHash), Option<std::sync::Arc<[u8]>>>,
     /// Bytes compaction wrote since open.
     bytes_rewritten: u64,
     /// Why the last automatic compaction failed, if it did.

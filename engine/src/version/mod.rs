@@ -235,27 +235,28 @@ fn read_table_entries(
 }
 
 /// Call `f` with every entry of `run` (of table `table_name`), in order, checking what the
-/// manifest and run index say against what the chunks hold: the chunk count, each chunk's
-/// first key and entry count, the run's entry count, and that chunks do not overlap (within
-/// a chunk the decoder checks that keys strictly increase). On an error `f` may already have
-/// seen some entries; callers discard what they built from them.
+/// manifest and run index say against what the chunks hold: the chunk and entry counts
+/// ([`read_checked_run_index`]), each chunk's first key and entry count, and that chunks do
+/// not overlap (within a chunk the decoder checks that keys strictly increase). On an error
+/// `f` may already have seen some entries; callers discard what they built from them.
 pub(crate) fn for_each_run_entry(
     storage: &dyn Storage,
     index: &ChunkIndex,
     table_name: &str,
     run: &RunRef,
-    f: impl FnMut(&[u8], Option<&[u8]>),
+    mut f: impl FnMut(&[u8], Option<&[u8]>),
 ) -> Result<()> {
     let run_index = read_checked_run_index(storage, index, table_name, run)?;
-    let entries = for_each_chunk_entry(storage, index, &run_index.chunks, f)?;
-    if entries != run.entries {
-        let object = format!("run {} of table {table_name}", run.index.to_hex());
-        return Err(Error::corrupted(object, "entry count differs from the manifest"));
+    let mut cursor = EntryCursor::new(storage, index, &run_index.chunks, KeyRange::ALL);
+    while cursor.fill()? {
+        f(cursor.key(), cursor.value());
+        cursor.advance();
     }
     Ok(())
 }
 
-/// The run index of `run`, checked to list as many chunks as the manifest says.
+/// The run index of `run`, checked against the manifest: as many chunks as it says, holding
+/// as many entries in all (each chunk's own count is checked when it is read).
 pub(crate) fn read_checked_run_index(
     storage: &dyn Storage,
     index: &ChunkIndex,
@@ -263,27 +264,14 @@ pub(crate) fn read_checked_run_index(
     run: &RunRef,
 ) -> Result<RunIndex> {
     let run_index = read_run_index(storage, index, &run.index)?;
+    let object = || format!("run {} of table {table_name}", run.index.to_hex());
     if run_index.chunks.len() as u64 != run.chunks {
-        let object = format!("run {} of table {table_name}", run.index.to_hex());
-        return Err(Error::corrupted(object, "chunk count differs from the manifest"));
+        return Err(Error::corrupted(object(), "chunk count differs from the manifest"));
+    }
+    if run_index.chunks.iter().map(|c| c.entries).sum::<u64>() != run.entries {
+        return Err(Error::corrupted(object(), "entry count differs from the manifest"));
     }
     Ok(run_index)
-}
-
-/// Call `f` with every entry of the listed chunks (consecutive chunks of one run index), in
-/// order, checked as [`EntryCursor`] says. Returns how many entries were handed on.
-pub(crate) fn for_each_chunk_entry<'a>(
-    storage: &'a dyn Storage,
-    index: &'a ChunkIndex,
-    chunks: impl IntoIterator<Item = &'a RunIndexEntry>,
-    mut f: impl FnMut(&[u8], Option<&[u8]>),
-) -> Result<u64> {
-    let mut cursor = EntryCursor::new(storage, index, chunks, KeyRange::ALL);
-    while cursor.fill()? {
-        f(cursor.key(), cursor.value());
-        cursor.advance();
-    }
-    Ok(cursor.chunk_entries)
 }
 
 /// The keys `lo <= key < hi` (`None`: unbounded).
@@ -296,12 +284,6 @@ pub(crate) struct KeyRange<'k> {
 impl KeyRange<'_> {
     /// Every key.
     pub(crate) const ALL: KeyRange<'static> = KeyRange { lo: None, hi: None };
-}
-
-/// Where one entry lies in its chunk's raw bytes.
-struct Span {
-    key: std::ops::Range<usize>,
-    value: Option<std::ops::Range<usize>>,
 }
 
 /// The entries of consecutive chunks of one run index, in key order, read and verified one
@@ -320,11 +302,9 @@ pub(crate) struct EntryCursor<'a, I> {
     /// The current chunk's raw bytes and where its entries lie; `spans[next]` is the
     /// current entry.
     raw: Vec<u8>,
-    spans: Vec<Span>,
+    spans: Vec<format::EntryRanges>,
     next: usize,
     done: bool,
-    /// Entries in the chunks read so far, in range or not.
-    chunk_entries: u64,
 }
 
 impl<'a, I: Iterator<Item = &'a RunIndexEntry>> EntryCursor<'a, I> {
@@ -343,7 +323,6 @@ impl<'a, I: Iterator<Item = &'a RunIndexEntry>> EntryCursor<'a, I> {
             spans: Vec::new(),
             next: 0,
             done: false,
-            chunk_entries: 0,
         }
     }
 
@@ -400,23 +379,14 @@ impl<'a, I: Iterator<Item = &'a RunIndexEntry>> EntryCursor<'a, I> {
             return Err(Error::corrupted(&object, "its keys overlap the previous chunk of the run"));
         }
         let raw = read_chunk(self.storage, self.index, &chunk.hash)?;
-        let base = raw.as_ptr() as usize;
-        let at = |part: &[u8]| {
-            let start = part.as_ptr() as usize - base;
-            start..start + part.len()
-        };
-        let mut spans = std::mem::take(&mut self.spans);
-        spans.clear();
-        let n = format::decode_entries(&raw, |key, value| spans.push(Span { key: at(key), value: value.map(at) }))
-            .map_err(|e| Error::corrupted(&object, e.to_string()))?;
+        let spans = format::entry_ranges(&raw).map_err(|e| Error::corrupted(&object, e.to_string()))?;
         let first = spans.first().and_then(|s| raw.get(s.key.clone()));
         if first != Some(chunk.first_key.as_slice()) {
             return Err(Error::corrupted(&object, "its first key differs from the run index"));
         }
-        if n != chunk.entries {
+        if spans.len() as u64 != chunk.entries {
             return Err(Error::corrupted(object, "entry count differs from the run index"));
         }
-        self.chunk_entries += n;
         (self.raw, self.spans, self.next) = (raw, spans, 0);
         Ok(())
     }
