@@ -283,29 +283,35 @@ fn a_failed_auto_compaction_does_not_fail_the_committed_checkpoint() -> Result<(
     Ok(())
 }
 
-/// A merge streams its runs a chunk at a time and writes each full segment as it goes: a
-/// damaged chunk it meets after writing some stops it with `Corrupted`, the segments it wrote
-/// are deleted, and the store carries on.
-#[test]
-fn a_merge_that_meets_damage_midway_leaves_no_segment_behind() -> Result<()> {
-    // 9.3 MB a run: the merge adds chunks to its segments 4 MiB at a time, and writes each
-    // full 4 MiB segment at once.
+/// A store whose next compaction merges five runs of 9.3 MB in all (80,000 keys) into new
+/// chunks: a load, then four runs of a fifth of the keys each (none of the merged chunks is
+/// one of the runs' own, which would be deduplicated). The merge adds its chunks to its
+/// segments 4 MiB at a time and writes each full segment at once, before it reads the last
+/// chunks of its runs.
+fn five_runs(fs: &SimFs) -> Result<Store> {
     const KEYS: u64 = 80_000;
-    let fs = SimFs::new();
-    let store = sim_store(&fs, Options::new().max_runs_per_table(4).merge_slices(1))?;
+    let store = sim_store(fs, Options::new().max_runs_per_table(4).merge_slices(1))?;
     let t = store.table("state")?;
-    // A load, then four runs of a fifth of the keys each: all five runs are merged, and the
-    // merged chunks are new (none is one of the runs' own, which would be deduplicated).
     for round in 0..5 {
         for id in (0..KEYS).filter(|id| round == 0 || id % 5 == round) {
             t.put(&cairn_tests::key16(id), &cairn_tests::value100(id, round))?;
         }
         store.checkpoint(&round.to_le_bytes())?;
     }
+    Ok(store)
+}
+
+/// A merge streams its runs a chunk at a time and writes each full segment as it goes: a
+/// damaged chunk it meets after writing some stops it with `Corrupted`, the segments it wrote
+/// are deleted, and the store carries on.
+#[test]
+fn a_merge_that_meets_damage_midway_leaves_no_segment_behind() -> Result<()> {
+    let fs = SimFs::new();
+    let store = five_runs(&fs)?;
+    let t = store.table("state")?;
     // The newest run's last chunk holds its highest keys: the merge meets it last, after a
     // segment of output was written.
-    let segments = |fs: &SimFs| fs.files().into_iter().filter(|f| f.starts_with("segments/")).collect::<Vec<_>>();
-    let before = segments(&fs);
+    let before = segment_files(&fs);
     let newest = before.last().cloned().unwrap_or_default();
     let (_, chunks) = cairn::format::decode_segment(&fs.file(&newest).unwrap_or_default())
         .unwrap_or_else(|e| panic!("{newest}: {e}"));
@@ -319,11 +325,53 @@ fn a_merge_that_meets_damage_midway_leaves_no_segment_behind() -> Result<()> {
     let log = fs.op_log();
     let wrote = log.iter().skip(ops as usize).filter(|op| op.contains(" rename segments/")).count();
     assert!(wrote > 0, "the merge wrote a segment before it met the damage: {log:?}");
-    assert_eq!(segments(&fs), before, "what the merge wrote is gone");
+    assert_eq!(segment_files(&fs), before, "what the merge wrote is gone");
     // Not poisoned: checkpoints go on.
     t.put(b"after", b"1")?;
     store.checkpoint(b"after")?;
     assert_eq!(t.get(b"after")?, Some(b"1".to_vec()));
+    Ok(())
+}
+
+/// The same with a read of a run failing (an I/O error) after the merge wrote a segment: the
+/// segment is deleted as well, the store is poisoned (the medium's state is unknown), and it
+/// reopens with the state it had.
+#[test]
+fn a_merge_whose_read_fails_midway_deletes_what_it_wrote() -> Result<()> {
+    // Where the first read after the merge's first segment write comes, counted from the
+    // compaction's start, in a run without fault (the workload is deterministic).
+    let probe = SimFs::new();
+    let (start, read) = {
+        let store = five_runs(&probe)?;
+        let start = probe.ops();
+        store.compact()?;
+        let wrote = probe.first_op_after(start, "write segments/").expect("the merge writes a segment");
+        let read = probe.first_op_after(wrote, "read segments/").expect("and then reads on");
+        (start, read)
+    };
+
+    let fs = SimFs::new();
+    let store = five_runs(&fs)?;
+    let state = dump(&store)?;
+    let before = segment_files(&fs);
+    assert_eq!(fs.ops(), start, "the same workload");
+    fs.fail_at(read, false);
+    let err = store.compact().err();
+    assert!(matches!(err, Some(Error::Io { .. })), "{err:?}");
+    let log = fs.op_log();
+    let failed = log.get(read as usize - 1).cloned().unwrap_or_default();
+    assert!(failed.contains("read segments/"), "{failed}");
+    let wrote = log.iter().skip(start as usize).filter(|op| op.contains(" rename segments/")).count();
+    assert!(wrote > 0, "the merge wrote a segment before the failed read: {log:?}");
+    assert_eq!(segment_files(&fs), before, "what the merge wrote is gone");
+    let refused = store.checkpoint(b"after");
+    assert!(matches!(refused, Err(Error::Poisoned(_))), "{refused:?}");
+    drop(store);
+    let store = sim_store(&fs, Options::new().max_runs_per_table(4).merge_slices(1))?;
+    assert_eq!(dump(&store)?, state);
+    assert!(store.verify()?.is_ok());
+    store.compact()?;
+    assert_eq!(dump(&store)?, state);
     Ok(())
 }
 

@@ -210,8 +210,9 @@ const PARALLEL_HASH_MIN_BYTES: usize = 2 * 1024 * 1024;
 
 /// Sort one table's entries, cut them into chunks, and add the chunks and run indexes.
 /// Returns the runs, in key order (usually one; more only when a run index would exceed its
-/// bound); none for no entries. `entries` is left sorted. Chunks are hashed on up to
-/// `threads` threads.
+/// bound); none for no entries. `entries` is left sorted, each value released (`None`) once
+/// written: what a caller needs after is the keys (to mark them dirty again if the
+/// checkpoint does not commit). Chunks are hashed on up to `threads` threads.
 pub(crate) fn write_run(
     sink: &mut ChunkSink<'_>,
     entries: &mut CapturedEntries,
@@ -230,10 +231,35 @@ fn write_runs_bounded(
 ) -> Vec<RunRef> {
     entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     let mut writer = RunWriter::bounded(target, threads, index_bytes_max);
-    for (key, value) in entries.iter() {
-        writer.push_entry(sink, key.as_slice(), value.as_deref());
+    for group in entries.chunks_mut(WARM_AHEAD) {
+        warm_values(group);
+        for (key, value) in group.iter() {
+            writer.push_entry(sink, key.as_slice(), value.as_deref());
+        }
+        // Released now, while their memory is in cache: freeing every value after the commit
+        // touched each once more, scattered over the heap. (After the group rather than
+        // each after its copy: a release is an atomic decrement, which waits for every
+        // load before it, the group's reads ahead included.)
+        for (_, value) in group.iter_mut() {
+            *value = None;
+        }
     }
     writer.finish(sink)
+}
+
+/// Values read ahead together by [`warm_values`].
+const WARM_AHEAD: usize = 32;
+
+/// Read the first and last byte of every value of `group`, so that their cache misses are
+/// in flight together rather than one after the other as each value is copied. A captured
+/// value lives wherever the table allocated it, so copying a checkpoint's values is one
+/// miss each (about 230 ns on this VM) when taken one at a time.
+fn warm_values(group: &[(crate::state::Key, Option<crate::state::Value>)]) {
+    let mut touched = 0u8;
+    for value in group.iter().filter_map(|(_, v)| v.as_deref()) {
+        touched = touched.wrapping_add(value.first().copied().unwrap_or(0) ^ value.last().copied().unwrap_or(0));
+    }
+    std::hint::black_box(touched);
 }
 
 /// A stored entries chunk listed again by a spliced run, with its raw length.
@@ -707,6 +733,11 @@ mod tests {
             .collect();
         let runs = write_runs_bounded(&mut sink, &mut entries, 64, 200, 2);
         assert!(runs.len() > 3, "{} runs", runs.len());
+        // Left sorted, every value released, every key kept.
+        let keys: Vec<&[u8]> = entries.iter().map(|(k, _)| k.as_slice()).collect();
+        let sorted: Vec<[u8; 4]> = (0u32..400).map(u32::to_be_bytes).collect();
+        assert_eq!(keys, sorted.iter().map(|k| &k[..]).collect::<Vec<_>>());
+        assert!(entries.iter().all(|(_, v)| v.is_none()));
         let tables = BTreeMap::from([("t".to_string(), runs)]);
         let new = NewManifest {
             id: CheckpointId(1),

@@ -220,7 +220,8 @@ fn run(shared: &Arc<Shared>, job: Job) {
     if result.is_ok() {
         // Free the captured entries before reporting, so their cost (a million small frees
         // after a load) is the committed checkpoint's, not a stall of the next one queued
-        // behind it. A job that did not commit keeps them, to mark its keys dirty again.
+        // behind it; their values went as they were written (`checkpoint::write_run`). A job
+        // that did not commit keeps the keys, to mark them dirty again.
         drop(std::mem::take(&mut entries));
     }
 
