@@ -63,6 +63,12 @@ impl TableData {
         self.shards.iter().map(HashMap::len).sum()
     }
 
+    /// Keys it can hold without growing.
+    #[cfg(test)]
+    pub(crate) fn capacity(&self) -> usize {
+        self.shards.iter().map(HashMap::capacity).sum()
+    }
+
     /// Every entry, in no particular order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&Key, &Value)> {
         self.shards.iter().flat_map(HashMap::iter)

@@ -114,9 +114,16 @@ pub(crate) fn materialize_table(storage: &dyn Storage, index: &ChunkIndex, table
     materialize_sequentially(storage, index, table)
 }
 
-/// Room for the runs' entries (an upper bound on the keys), so the map never grows midway.
+/// Room for the largest run's entries: at least that many keys were live at some
+/// checkpoint, and usually about all of them (a base run and the runs of the checkpoints
+/// since, which mostly update its keys). The map grows midway if newer runs add more.
+///
+/// Not the sum of the runs' entries, the bound on the keys: the map keeps its capacity for as
+/// long as the table lives, and with runs piling up (compaction off, or lagging the
+/// checkpoints) the sum counts every update again. After 300 checkpoints of 10,000 updates
+/// of the standard 1M-key table, a map sized so held 575 MB where 274 MB were in use before.
 fn sized_for(table: &ManifestTable) -> TableData {
-    TableData::with_capacity(table.runs.iter().map(|r| r.entries).sum::<u64>().min(1 << 24) as usize)
+    TableData::with_capacity(table.runs.iter().map(|r| r.entries).max().unwrap_or(0).min(1 << 24) as usize)
 }
 
 fn materialize_sequentially(storage: &dyn Storage, index: &ChunkIndex, table: &ManifestTable) -> Result<TableData> {
@@ -449,5 +456,61 @@ mod tests {
         );
         // Honest and ordered: it reads.
         assert_eq!(materialize_run([b"a", b"x"], [b"x", b"y"]).map(|d| d.len()).ok(), Some(4));
+    }
+
+    /// A table of many runs that update the same keys is restored into a map sized for its
+    /// keys, not for every entry of every run; one whose newer runs add keys grows to hold
+    /// them. Both read back exactly, through the parallel build (over 32,768 entries).
+    #[test]
+    fn a_restored_map_is_sized_for_the_keys_not_every_update() -> Result<()> {
+        use crate::checkpoint::{commit, write_run, ChunkSink, NewManifest};
+        use crate::format::{CheckpointId, ManifestKind};
+        use crate::state::CapturedEntries;
+        const KEYS: u32 = 40_000;
+        // Run r writes keys [from, KEYS + added * r) with value r, from 0 for the first run.
+        let restore = |added: u32| -> Result<(TableData, u64)> {
+            let storage = SimFs::new().storage();
+            let opts = crate::Options::new();
+            let mut sink = ChunkSink::new(&|_| false, SegmentId(1), &opts);
+            let mut runs = Vec::new();
+            for r in 0u32..8 {
+                let from = if r == 0 { 0 } else { KEYS / 2 };
+                let mut entries: CapturedEntries = (from..KEYS + added * r)
+                    .map(|i| (Key::from(&i.to_be_bytes()[..]), Some(Value::from(vec![r as u8; 8]))))
+                    .collect();
+                runs.extend(write_run(&mut sink, &mut entries, 4096, 1));
+            }
+            let sum: u64 = runs.iter().map(|r| r.entries).sum();
+            let new = NewManifest {
+                id: CheckpointId(1),
+                kind: ManifestKind::Checkpoint,
+                parent: None,
+                tables: std::collections::BTreeMap::from([("t".to_string(), runs)]),
+                metadata: Vec::new(),
+                dirty_keys: sum,
+                started: std::time::Instant::now(),
+            };
+            let persisted = commit(&storage, sink, new, None)?;
+            let mut index = ChunkIndex::default();
+            for (id, _) in &persisted.segments {
+                index.add_segment(*id, &read_segment_table(&storage, *id)?);
+            }
+            Ok((materialize_table(&storage, &index, &persisted.manifest.tables[0])?, sum))
+        };
+        for added in [0u32, 5_000] {
+            let (data, sum) = restore(added)?;
+            let keys = KEYS + added * 7;
+            assert_eq!(data.len(), keys as usize);
+            for i in (0..keys).step_by(97) {
+                let newest = if i < KEYS / 2 { 0 } else { (1..8u32).rev().find(|r| i < KEYS + added * r).unwrap_or(0) };
+                assert_eq!(data.get(&i.to_be_bytes()[..]).map(|v| v.to_vec()), Some(vec![newest as u8; 8]), "key {i}");
+            }
+            assert!(
+                data.capacity() < TableData::with_capacity(sum as usize).capacity(),
+                "{} slots for {keys} keys ({sum} entries)",
+                data.capacity()
+            );
+        }
+        Ok(())
     }
 }
