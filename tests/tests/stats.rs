@@ -45,3 +45,34 @@ fn stats_reads_storage_without_holding_up_the_tables() -> Result<()> {
     assert_eq!((stats.checkpoints, stats.keys, stats.dirty_keys), (2, 2, 1), "{stats:?}");
     Ok(())
 }
+
+/// A segment deleted while `stats` reads (by a compaction running meanwhile) takes a retained
+/// checkpoint's run index with it: the call still answers, with live bytes unknown (0) and
+/// the segment no longer counted, rather than failing.
+#[test]
+fn stats_answers_when_a_run_index_goes_under_it() -> Result<()> {
+    let fs = SimFs::new();
+    let store = sim_store(&fs, Options::new().retention(Retention::keep_last(10)))?;
+    let t = store.table("t")?;
+    for round in 0..3u8 {
+        t.put(&[round], &[round])?;
+        store.checkpoint(&[round])?;
+    }
+    let segments = cairn_tests::segment_files(&fs);
+    assert_eq!(segments.len(), 3, "one segment a checkpoint: {segments:?}");
+    let before = store.stats()?;
+    assert!(before.live_bytes > 0 && before.segments == 3, "{before:?}");
+    fs.hold_reads();
+    std::thread::scope(|scope| -> Result<()> {
+        let stats = scope.spawn(|| store.stats());
+        fs.wait_for_held_read();
+        // The newest segment holds the newest checkpoint's run index.
+        let newest = segments.last().cloned().unwrap_or_default();
+        let removed = fs.remove_file(&newest);
+        assert!(removed.is_ok(), "{removed:?}");
+        fs.release_reads();
+        let stats = stats.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+        assert_eq!((stats.checkpoints, stats.segments, stats.live_bytes), (3, 2, 0), "{stats:?}");
+        Ok(())
+    })
+}

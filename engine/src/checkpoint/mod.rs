@@ -640,13 +640,21 @@ pub(crate) fn commit_staged(
 
 /// Delete `segments` (written ahead of a commit that will not happen) and make that durable.
 fn discard(storage: &dyn Storage, segments: &[StagedSegment]) -> Result<()> {
-    if segments.is_empty() {
-        return Ok(());
+    delete_segments(storage, segments.iter().map(|s| s.id))
+}
+
+/// Delete segments written ahead of a commit that will not happen (nothing names them), then
+/// make that durable; nothing to do for none.
+pub(crate) fn delete_segments(storage: &dyn Storage, ids: impl IntoIterator<Item = SegmentId>) -> Result<()> {
+    let mut deleted = false;
+    for id in ids {
+        storage.delete(&segment_name(id))?;
+        deleted = true;
     }
-    for segment in segments {
-        storage.delete(&segment_name(segment.id))?;
+    if deleted {
+        storage.sync()?;
     }
-    storage.sync()
+    Ok(())
 }
 
 /// Sort, chunk, hash and encode `entries` into in-memory segments with no I/O and no stored

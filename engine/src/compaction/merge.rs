@@ -436,4 +436,50 @@ mod tests {
         assert_eq!(merge_start(&runs(&[10, 4, 4, 4, 4]), 4), Some(0));
         assert_eq!(merge_start(&runs(&[5, 5]), 1), Some(0));
     }
+
+    /// A slice merge reads only its slice of the base and lists the chunk after it unread, so
+    /// it checks the slice's last key against that chunk's first: a base whose run index puts
+    /// a chunk holding "x" before a chunk starting at "d" is refused, not merged into a run
+    /// with keys out of order. The honest base merges.
+    #[test]
+    fn a_slice_overlapping_the_chunk_after_it_is_corrupt() -> Result<()> {
+        use crate::format::{encode_entries_chunk, encode_run_index_chunk, ChunkKind, Codec, SegmentId, SegmentWriter};
+        use crate::storage::{segment_name, SimFs};
+        let merge = |second_chunk: [&[u8]; 2]| -> Result<Vec<RunRef>> {
+            let storage = SimFs::new().storage();
+            let mut w = SegmentWriter::new(SegmentId(1));
+            let mut run = |chunks: &[[&[u8]; 2]]| {
+                let mut listing = RunIndex::default();
+                for keys in chunks {
+                    let raw = encode_entries_chunk(keys.iter().map(|k| (*k, Some(&b"v"[..]))));
+                    let hash = ChunkHash::of(&raw);
+                    w.push(hash, ChunkKind::Entries, &raw, Codec::None);
+                    listing.chunks.push(RunIndexEntry { hash, entries: 2, first_key: keys[0].to_vec() });
+                }
+                let raw = encode_run_index_chunk(&listing);
+                let hash = ChunkHash::of(&raw);
+                w.push(hash, ChunkKind::RunIndex, &raw, Codec::None);
+                RunRef { index: hash, entries: 2 * chunks.len() as u64, data_bytes: 0, chunks: chunks.len() as u64 }
+            };
+            // Two slices of two chunks each; the newer run's keys are all in the first.
+            let base = run(&[[b"a", b"b"], second_chunk, [b"d", b"e"], [b"f", b"g"]]);
+            let newer = run(&[[b"a", b"b"]]);
+            let (bytes, table) = w.finish();
+            storage.put(&segment_name(SegmentId(1)), &bytes)?;
+            let mut index = ChunkIndex::default();
+            index.add_segment(SegmentId(1), &table);
+            let table = ManifestTable { name: "t".into(), runs: vec![base, newer] };
+            let opts = crate::Options::new();
+            let mut sink = ChunkSink::new(&|_| false, SegmentId(2), &opts);
+            write_slice_merge(&storage, &index, &table, 2, &mut sink, 4096, 1)
+        };
+        let lied = merge([b"c", b"x"]);
+        assert!(
+            matches!(&lied, Err(Error::Corrupted { reason, .. }) if reason.contains("overlap the next chunk")),
+            "{lied:?}"
+        );
+        let runs = merge([b"c", b"cc"])?;
+        assert_eq!(runs.iter().map(|r| r.entries).sum::<u64>(), 8, "{runs:?}");
+        Ok(())
+    }
 }

@@ -335,9 +335,7 @@ impl Store {
         let Some((tables, parent, parent_hash, metadata)) = rebased else {
             // A rollback moved HEAD off the merged base: the merge is void.
             drop(inner);
-            let removed =
-                staged.segment_ids().iter().try_for_each(|id| st.delete(&segment_name(*id))).and_then(|()| st.sync());
-            if let Err(e) = removed {
+            if let Err(e) = checkpoint::delete_segments(st, staged.segment_ids()) {
                 self.shared.lock()?.poison(&e);
                 return Err(e);
             }
@@ -605,7 +603,7 @@ impl Store {
         if let Err(e) = self.copy_live_chunks(plan, &sparse, &mut copied, report) {
             // Nothing names what was written: it goes. (A failed write, fsync or delete is an
             // I/O error, on which the compaction poisons the store.)
-            let removed = copied.iter().try_for_each(|(id, _)| st.delete(&segment_name(*id))).and_then(|()| st.sync());
+            let removed = checkpoint::delete_segments(st, copied.iter().map(|(id, _)| *id));
             return Err(removed.err().unwrap_or(e));
         }
         let Some(last) = copied.iter().map(|(id, _)| *id).max() else { return Ok(dead) };
