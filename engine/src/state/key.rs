@@ -10,8 +10,11 @@ use std::cmp::Ordering;
 use std::collections::hash_map::{Entry, HashMap};
 use std::hash::{Hash, Hasher};
 
-/// Longest key stored inline.
-pub(crate) const INLINE_LEN: usize = 30;
+/// Longest key stored inline: as many bytes as fit with the length and the tag in three
+/// words (a `u64` id behind a 14-byte prefix still does). It was 30 (a four-word key) until
+/// the table's slots were shrunk to half a cache line; longer keys cost an allocation and a
+/// pointer to follow per comparison.
+pub(crate) const INLINE_LEN: usize = 22;
 
 #[derive(Clone)]
 pub(crate) enum Key {
@@ -25,6 +28,9 @@ pub(crate) enum Key {
 
 // `len` fits a byte, and `inline_words` covers the inline bytes with two 16-byte words.
 const _: () = assert!(INLINE_LEN >= 16 && INLINE_LEN <= 32);
+// With the tag, the inline variant fills three words: a table slot (key and a one-word
+// `Value`) is 32 bytes, two to a cache line.
+const _: () = assert!(std::mem::size_of::<Key>() == 24);
 
 impl Key {
     pub(crate) fn as_slice(&self) -> &[u8] {
@@ -142,7 +148,7 @@ mod tests {
     #[test]
     fn order_and_lookup_match_byte_slices_across_the_inline_limit() {
         let keys: Vec<Vec<u8>> =
-            vec![vec![], vec![0], vec![0; 30], vec![0; 31], vec![1], vec![0xff; 40], vec![0xff; 29]];
+            vec![vec![], vec![0], vec![0; 22], vec![0; 23], vec![1], vec![0xff; 40], vec![0xff; 21]];
         let mut map = BTreeMap::new();
         for k in &keys {
             map.insert(Key::from(k.as_slice()), k.clone());
@@ -153,8 +159,8 @@ mod tests {
         for k in &keys {
             assert_eq!(map.get(k.as_slice()), Some(k));
         }
-        assert!(matches!(Key::from(&[7u8; 30][..]), Key::Inline { .. }));
-        assert!(matches!(Key::from(&[7u8; 31][..]), Key::Heap(_)));
+        assert!(matches!(Key::from(&[7u8; INLINE_LEN][..]), Key::Inline { .. }));
+        assert!(matches!(Key::from(&[7u8; INLINE_LEN + 1][..]), Key::Heap(_)));
     }
 
     #[test]

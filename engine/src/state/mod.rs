@@ -10,6 +10,7 @@
 mod data;
 mod key;
 mod order;
+mod value;
 
 pub(crate) use data::{shard_of, TableData, SHARDS};
 use key::upsert;
@@ -17,13 +18,8 @@ pub(crate) use key::Key;
 use order::KeyOrder;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
-use std::sync::{Arc, Mutex, PoisonError};
-
-/// A value as the working state holds it. Shared, so that the dirty set and a checkpoint's
-/// capture hold the very value the table holds instead of a copy of it; a later write of the
-/// key gives the table a new value and leaves the captured one alone (copy on write). While
-/// nothing else holds it, a write of the same length overwrites it in place.
-pub(crate) type Value = Arc<[u8]>;
+use std::sync::{Mutex, PoisonError};
+pub(crate) use value::Value;
 
 /// One table of the working state.
 ///
@@ -155,7 +151,7 @@ impl TableState {
             key,
             |slot| {
                 let old_len = slot.len();
-                match Arc::get_mut(slot) {
+                match Value::get_mut(slot) {
                     // Held by nothing else (not dirty, not captured): overwrite in place.
                     Some(buf) if buf.len() == value.len() => buf.copy_from_slice(value),
                     _ => *slot = Value::from(value),
