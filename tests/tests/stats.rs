@@ -3,7 +3,7 @@
 //! between its listing and its read no longer counts, rather than failing the call.
 
 use cairn::storage::{Fs, SimFs};
-use cairn::{Options, Result, Retention};
+use cairn::{Options, Result, Retention, Stats, Store};
 use cairn_tests::sim_store;
 use std::sync::mpsc;
 use std::time::Duration;
@@ -46,22 +46,29 @@ fn stats_reads_storage_without_holding_up_the_tables() -> Result<()> {
     Ok(())
 }
 
+/// A store of three checkpoints, one segment each (retaining all of them), its segments'
+/// names oldest first, and its stats before anything goes.
+fn three_checkpoints(fs: &SimFs) -> Result<(Store, Vec<String>, Stats)> {
+    let store = sim_store(fs, Options::new().retention(Retention::keep_last(10)))?;
+    let t = store.table("t")?;
+    for round in 0..3u8 {
+        t.put(&[round], &[round])?;
+        store.checkpoint(&[round])?;
+    }
+    let segments = cairn_tests::segment_files(fs);
+    assert_eq!(segments.len(), 3, "one segment a checkpoint: {segments:?}");
+    let before = store.stats()?;
+    assert!(before.live_bytes > 0 && before.segments == 3, "{before:?}");
+    Ok((store, segments, before))
+}
+
 /// A segment deleted while `stats` reads (by a compaction running meanwhile) takes a retained
 /// checkpoint's run index with it: the call still answers, with live bytes unknown (0) and
 /// the segment no longer counted, rather than failing.
 #[test]
 fn stats_answers_when_a_run_index_goes_under_it() -> Result<()> {
     let fs = SimFs::new();
-    let store = sim_store(&fs, Options::new().retention(Retention::keep_last(10)))?;
-    let t = store.table("t")?;
-    for round in 0..3u8 {
-        t.put(&[round], &[round])?;
-        store.checkpoint(&[round])?;
-    }
-    let segments = cairn_tests::segment_files(&fs);
-    assert_eq!(segments.len(), 3, "one segment a checkpoint: {segments:?}");
-    let before = store.stats()?;
-    assert!(before.live_bytes > 0 && before.segments == 3, "{before:?}");
+    let (store, segments, _) = three_checkpoints(&fs)?;
     fs.hold_reads();
     std::thread::scope(|scope| -> Result<()> {
         let stats = scope.spawn(|| store.stats());
@@ -73,6 +80,33 @@ fn stats_answers_when_a_run_index_goes_under_it() -> Result<()> {
         fs.release_reads();
         let stats = stats.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
         assert_eq!((stats.checkpoints, stats.segments, stats.live_bytes), (3, 2, 0), "{stats:?}");
+        Ok(())
+    })
+}
+
+/// A segment deleted after `stats` listed it and before it asked its size (a GC running
+/// meanwhile) is not counted, and the call answers rather than failing.
+#[test]
+fn stats_answers_when_a_listed_segment_goes_before_its_size() -> Result<()> {
+    let fs = SimFs::new();
+    let (store, segments, before) = three_checkpoints(&fs)?;
+    fs.hold_sizes_in("segments");
+    std::thread::scope(|scope| -> Result<()> {
+        let stats = scope.spawn(|| store.stats());
+        // Stopped sizing the first segment it listed, the oldest.
+        fs.wait_for_held_size();
+        let oldest = segments.first().cloned().unwrap_or_default();
+        let removed = fs.remove_file(&oldest);
+        assert!(removed.is_ok(), "{removed:?}");
+        fs.release_sizes();
+        let stats = stats.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+        // Live bytes were counted from the run indexes before the segments were listed.
+        assert_eq!(
+            (stats.checkpoints, stats.segments, stats.live_bytes),
+            (3, 2, before.live_bytes),
+            "{stats:?} after {before:?}"
+        );
+        assert!(stats.bytes_on_disk < before.bytes_on_disk, "{stats:?} after {before:?}");
         Ok(())
     })
 }

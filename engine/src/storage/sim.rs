@@ -85,6 +85,9 @@ pub struct SimFs {
     gate: Arc<Gate>,
     /// The same for reads ([`SimFs::hold_reads`]).
     read_gate: Arc<Gate>,
+    /// The same for the size of files in one directory ([`SimFs::hold_sizes_in`]).
+    size_gate: Arc<Gate>,
+    size_gate_dir: Arc<Mutex<Option<String>>>,
 }
 
 /// Holds file writes (or reads) back while closed, so a test can stop a background checkpoint
@@ -281,6 +284,25 @@ impl SimFs {
         self.read_gate.wait_for(1);
     }
 
+    /// From now on every size query (`stat`) of a file in directory `dir` waits until
+    /// [`SimFs::release_sizes`] (other operations go on), so a test can stop a reader between
+    /// listing a directory and sizing what it listed.
+    pub fn hold_sizes_in(&self, dir: &str) {
+        *self.size_gate_dir.lock().unwrap_or_else(|p| p.into_inner()) = Some(dir.to_string());
+        self.size_gate.set_closed(true);
+    }
+
+    /// Let held and later size queries go.
+    pub fn release_sizes(&self) {
+        *self.size_gate_dir.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.size_gate.set_closed(false);
+    }
+
+    /// Block until at least one size query waits at the gate [`SimFs::hold_sizes_in`] closed.
+    pub fn wait_for_held_size(&self) {
+        self.size_gate.wait_for(1);
+    }
+
     /// Stop injecting faults.
     pub fn clear_faults(&self) {
         self.lock().fail_at = None;
@@ -362,7 +384,7 @@ impl SimFs {
             i.durable = i.data.clone();
         }
         let state = State { inodes, durable_names: names.clone(), names, ..State::default() };
-        SimFs { state: Arc::new(Mutex::new(state)), gate: Arc::default(), read_gate: Arc::default() }
+        SimFs { state: Arc::new(Mutex::new(state)), ..SimFs::default() }
     }
 
     /// Paths of every file, as the running program sees them.
@@ -451,6 +473,10 @@ impl Fs for SimFs {
     }
 
     fn file_size(&self, path: &str) -> io::Result<u64> {
+        let held = self.size_gate_dir.lock().unwrap_or_else(|p| p.into_inner()).as_deref() == Some(dir_of(path));
+        if held {
+            self.size_gate.pass();
+        }
         let mut s = self.lock();
         self.op(&mut s, "stat", path)?;
         let i = *s.names.get(path).ok_or(io::ErrorKind::NotFound)?;
