@@ -90,8 +90,9 @@ pub struct SimFs {
     size_gate_dir: Arc<Mutex<Option<String>>>,
 }
 
-/// Holds file writes (or reads) back while closed, so a test can stop a background checkpoint
-/// at its first write and act while it waits there.
+/// Holds file writes (or reads, or size queries) back while closed, so a test can stop a
+/// background checkpoint at its first write (or a reader at a read) and act while it waits
+/// there.
 #[derive(Default)]
 struct Gate {
     state: Mutex<GateState>,
