@@ -283,6 +283,11 @@ fn a_failed_auto_compaction_does_not_fail_the_committed_checkpoint() -> Result<(
     Ok(())
 }
 
+/// The options of [`five_runs`]' store, to reopen it with: at most four runs, merged whole.
+fn five_runs_options() -> Options {
+    Options::new().max_runs_per_table(4).merge_slices(1)
+}
+
 /// A store whose next compaction merges five runs of 9.3 MB in all (80,000 keys) into new
 /// chunks: a load, then four runs of a fifth of the keys each (none of the merged chunks is
 /// one of the runs' own, which would be deduplicated). The merge adds its chunks to its
@@ -290,7 +295,7 @@ fn a_failed_auto_compaction_does_not_fail_the_committed_checkpoint() -> Result<(
 /// chunks of its runs.
 fn five_runs(fs: &SimFs) -> Result<Store> {
     const KEYS: u64 = 80_000;
-    let store = sim_store(fs, Options::new().max_runs_per_table(4).merge_slices(1))?;
+    let store = sim_store(fs, five_runs_options())?;
     let t = store.table("state")?;
     for round in 0..5 {
         for id in (0..KEYS).filter(|id| round == 0 || id % 5 == round) {
@@ -367,7 +372,7 @@ fn a_merge_whose_read_fails_midway_deletes_what_it_wrote() -> Result<()> {
     let refused = store.checkpoint(b"after");
     assert!(matches!(refused, Err(Error::Poisoned(_))), "{refused:?}");
     drop(store);
-    let store = sim_store(&fs, Options::new().max_runs_per_table(4).merge_slices(1))?;
+    let store = sim_store(&fs, five_runs_options())?;
     assert_eq!(dump(&store)?, state);
     assert!(store.verify()?.is_ok());
     store.compact()?;
