@@ -164,3 +164,43 @@ fn crash_while_creating_a_store() -> Result<()> {
     }
     Ok(())
 }
+
+/// The naming rule of `format-spec.md` 6.1: a checkpoint creates its segments and manifest
+/// under their names (it holds the commit lock until HEAD names them, so they stay above
+/// HEAD's marks while they can be torn); a compaction writes its segments outside that lock
+/// while checkpoints may commit higher ids, so through a temporary renamed once complete.
+#[test]
+fn only_segments_written_under_the_commit_lock_skip_the_temporary() -> Result<()> {
+    let fs = SimFs::new();
+    let opts = tiny_chunks().max_runs_per_table(2);
+    let store = sim_store(&fs, opts)?;
+    let t = store.table("t")?;
+    for c in 0..4u32 {
+        for i in 0..40u32 {
+            t.put(&(i * 3 + c).to_be_bytes(), format!("v{c}-{i}").as_bytes())?;
+        }
+        store.checkpoint(format!("c{c}").as_bytes())?;
+    }
+    let checkpoints_end = fs.op_log().len();
+    let report = store.compact()?;
+    assert!(report.runs_merged > 0, "the compaction merged nothing: {report:?}");
+    let log = fs.op_log();
+    let writes = |lines: &[String], dir: &str| -> Vec<String> {
+        lines
+            .iter()
+            .filter_map(|l| l.split_once(" write ").map(|(_, p)| p.to_string()))
+            .filter(|p| p.starts_with(dir))
+            .collect()
+    };
+    let (checkpointing, compacting) = log.split_at(checkpoints_end);
+    let checkpoint_segments = writes(checkpointing, "segments/");
+    assert!(!checkpoint_segments.is_empty(), "the checkpoints wrote no segment");
+    assert!(checkpoint_segments.iter().all(|p| p.ends_with(".seg")), "{checkpoint_segments:?}");
+    let compaction_segments = writes(compacting, "segments/");
+    assert!(!compaction_segments.is_empty(), "the compaction wrote no segment");
+    assert!(compaction_segments.iter().all(|p| p.ends_with(".seg.tmp")), "{compaction_segments:?}");
+    let manifests = writes(&log, "manifests/");
+    assert!(manifests.len() >= 5, "{manifests:?}");
+    assert!(manifests.iter().all(|p| p.ends_with(".man")), "{manifests:?}");
+    Ok(())
+}

@@ -1,9 +1,9 @@
-//! G7: every named fault point (`cairn::storage::FAULT_POINTS`: each write, fsync, rename and
-//! delete of each kind of object, and the directory fsync) is reached by a scenario that
-//! creates a store, checkpoints, pins, recovers from a crashed writer's leftovers and
-//! compacts; and a fault injected at the first operation of each point surfaces as an error
-//! (directly, or as a poisoned store refusing the next write): none is swallowed. The suite
-//! fails if a point is never hit.
+//! G7: every named fault point (`cairn::storage::FAULT_POINTS`: each write, fsync, rename
+//! (manifests have none) and delete of each kind of object, and the directory fsync) is
+//! reached by a scenario that creates a store, checkpoints, pins, recovers from a crashed
+//! writer's leftovers and compacts; and a fault injected at the first operation of each point
+//! surfaces as an error (directly, or as a poisoned store refusing the next write): none is
+//! swallowed. The suite fails if a point is never hit.
 
 use cairn::storage::{CrashMode, Fs, SimFs, FAULT_POINTS};
 use cairn::{Options, Result, Retention};

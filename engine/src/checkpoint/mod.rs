@@ -72,6 +72,9 @@ pub(crate) struct ChunkSink<'a> {
     spill_error: Option<Error>,
     /// The first id `spill` must not write ([`ChunkSink::below`]).
     spill_below: Option<SegmentId>,
+    /// Whether segments are created under their names ([`ChunkSink::named_directly`]) rather
+    /// than through a temporary.
+    direct: bool,
 }
 
 /// A segment a sink built: encoded and not yet written, or written by a spilling sink.
@@ -109,7 +112,22 @@ impl<'a> ChunkSink<'a> {
             spilled: Vec::new(),
             spill_error: None,
             spill_below: None,
+            direct: false,
         }
+    }
+
+    /// Create this sink's segments under their names ([`Storage::put_new`]: no temporary, no
+    /// rename) instead of through a temporary ([`Storage::put`]).
+    ///
+    /// Only for a writer that holds the commit lock from taking its first segment id until its
+    /// commit (or the deletion of what it wrote): a checkpoint. Until then a segment may be
+    /// torn under its name, and is harmless only while its id is above HEAD's
+    /// `max_segment_id`. A merge reserves its ids and writes outside the lock while
+    /// checkpoints commit higher ids; a crash could then leave a torn segment below the mark,
+    /// which reads as committed and damaged (`format-spec.md` 6.1).
+    pub(crate) fn named_directly(mut self) -> Self {
+        self.direct = true;
+        self
     }
 
     /// Write each segment to `storage` as soon as it is full, rather than holding them all
@@ -184,7 +202,7 @@ impl<'a> ChunkSink<'a> {
         if self.spill_error.is_none() {
             let mut staged = StagedSegment::encode(full);
             let bytes = staged.bytes.take().unwrap_or_default();
-            match storage.put(&segment_name(staged.id), &bytes) {
+            match put_segment(storage, staged.id, &bytes, self.direct) {
                 Ok(()) => self.spilled.push(staged),
                 Err(e) => self.spill_error = Some(e),
             }
@@ -489,6 +507,8 @@ pub(crate) struct Staged {
     reused: Vec<ChunkHash>,
     /// Whether the segments are already durable under their names ([`Staged::write`]).
     written: bool,
+    /// Whether they are created under their names ([`ChunkSink::named_directly`]).
+    direct: bool,
 }
 
 impl Staged {
@@ -496,9 +516,10 @@ impl Staged {
     pub(crate) fn from_sink(mut sink: ChunkSink<'_>) -> Self {
         let mut segments = std::mem::take(&mut sink.spilled);
         let spill_error = sink.spill_error.take();
+        let direct = sink.direct;
         let (writers, chunks_new, reused) = sink.into_segments();
         segments.extend(writers.into_iter().map(StagedSegment::encode));
-        Staged { segments, spill_error, chunks_new, reused, written: false }
+        Staged { segments, spill_error, chunks_new, reused, written: false, direct }
     }
 
     /// Most segments a sink can produce for at most `chunks` chunks of at most `raw_bytes`
@@ -515,7 +536,7 @@ impl Staged {
         }
         for segment in &mut self.segments {
             if let Some(bytes) = segment.bytes.take() {
-                storage.put(&segment_name(segment.id), &bytes)?;
+                put_segment(storage, segment.id, &bytes, self.direct)?;
             }
         }
         if !self.segments.is_empty() {
@@ -567,7 +588,7 @@ pub(crate) fn commit_staged(
     new: NewManifest,
     head: Option<Head>,
 ) -> Result<Persisted> {
-    let Staged { mut segments, spill_error, chunks_new, reused, written } = staged;
+    let Staged { mut segments, spill_error, chunks_new, reused, written, direct } = staged;
     if let Some(e) = spill_error {
         return Err(e);
     }
@@ -615,11 +636,13 @@ pub(crate) fn commit_staged(
     if !written {
         for segment in &mut segments {
             if let Some(bytes) = segment.bytes.take() {
-                storage.put(&segment_name(segment.id), &bytes)?;
+                put_segment(storage, segment.id, &bytes, direct)?;
             }
         }
     }
-    storage.put(&manifest_name(manifest.id), &manifest_bytes)?;
+    // Under its name directly: every commit holds the commit lock from taking the manifest's
+    // id to moving HEAD, so no other commit raises `max_checkpoint_id` past it meanwhile.
+    storage.put_new(&manifest_name(manifest.id), &manifest_bytes)?;
     // The segment and manifest names must be durable before HEAD names them.
     storage.sync()?;
 
@@ -636,6 +659,16 @@ pub(crate) fn commit_staged(
     let bytes_written = segment_bytes + manifest_len + HEAD_LEN as u64;
     let segments = segments.into_iter().map(|s| (s.id, s.chunks)).collect();
     Ok(Persisted { manifest, hash, head, segments, reused, bytes_written, manifest_len })
+}
+
+/// Write a segment: under its name directly, or through a temporary
+/// ([`ChunkSink::named_directly`]).
+fn put_segment(storage: &dyn Storage, id: SegmentId, bytes: &[u8], direct: bool) -> Result<()> {
+    if direct {
+        storage.put_new(&segment_name(id), bytes)
+    } else {
+        storage.put(&segment_name(id), bytes)
+    }
 }
 
 /// Delete `segments` (written ahead of a commit that will not happen) and make that durable.

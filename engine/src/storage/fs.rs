@@ -3,6 +3,8 @@
 //!
 //! Protocol (see `format-spec.md`, "Filesystem rules"):
 //! - put: write `NAME.tmp`, fsync it, rename it to `NAME`; the directory is fsynced by `sync`.
+//! - put_new: create `NAME` (it must not exist), write and fsync it; the directory is fsynced
+//!   by `sync`. For segments and manifests only, which nothing reads until HEAD commits them.
 //! - sync: fsync every directory with a rename or delete since the last sync.
 //! - commit_head: write `HEAD.tmp`, fsync it, rename it to `HEAD`, fsync the root directory.
 //!
@@ -19,6 +21,9 @@ use std::sync::Mutex;
 pub trait Fs: Send + Sync {
     /// Create or truncate `path` and write `bytes` to it (not yet durable).
     fn write_file(&self, path: &str, bytes: &[u8]) -> io::Result<()>;
+    /// Create `path`, which must not exist (`AlreadyExists` otherwise), and write `bytes` to
+    /// it (not yet durable).
+    fn create_file(&self, path: &str, bytes: &[u8]) -> io::Result<()>;
     /// Make the content of `path` durable.
     fn fsync_file(&self, path: &str) -> io::Result<()>;
     /// Atomically rename `from` to `to`, replacing `to` (durable after `fsync_dir`).
@@ -81,6 +86,14 @@ impl<F: Fs> Storage for FsStorage<F> {
         self.fs.write_file(&tmp, bytes).map_err(|e| io_err("write", &tmp, e))?;
         self.fs.fsync_file(&tmp).map_err(|e| io_err("fsync", &tmp, e))?;
         self.fs.rename(&tmp, name).map_err(|e| io_err("rename", name, e))?;
+        self.mark_unsynced(dir_of(name));
+        Ok(())
+    }
+
+    fn put_new(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        // A torn `name` is possible until the fsync returns; see `Storage::put_new`.
+        self.fs.create_file(name, bytes).map_err(|e| io_err("write", name, e))?;
+        self.fs.fsync_file(name).map_err(|e| io_err("fsync", name, e))?;
         self.mark_unsynced(dir_of(name));
         Ok(())
     }

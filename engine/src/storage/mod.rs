@@ -2,16 +2,18 @@
 //!
 //! Everything cairn persists goes through [`Storage`], so a backend for object stores fits
 //! without change above this room, and every test can inject faults. Objects are immutable:
-//! created once with [`Storage::put`], read whole or by range, listed, deleted. The one mutable
-//! thing is the HEAD pointer, replaced atomically by [`Storage::commit_head`].
+//! created once with [`Storage::put`] or [`Storage::put_new`], read whole or by range, listed,
+//! deleted. The one mutable thing is the HEAD pointer, replaced atomically by
+//! [`Storage::commit_head`].
 //!
 //! Backends:
 //! - [`LocalStorage`]: a directory on the local filesystem (the embedded default).
 //! - [`SimStorage`]: an in-memory filesystem model that keeps "written" and "durable" apart,
 //!   fails the Nth operation on request and produces the exact image a crash leaves.
 //!
-//! Both are [`FsStorage`] over an [`Fs`]: the commit protocol (write a temporary, fsync, rename,
-//! fsync the directory) is one piece of code, tested in simulation exactly as it runs on disk.
+//! Both are [`FsStorage`] over an [`Fs`]: the commit protocol (write, fsync, rename where a
+//! temporary is needed, fsync the directory) is one piece of code, tested in simulation
+//! exactly as it runs on disk.
 
 mod fs;
 mod names;
@@ -43,6 +45,20 @@ pub trait Storage: Send + Sync {
     /// the old or the new object, whole (cairn does so only for PINS, JOURNAL and for objects no
     /// committed checkpoint references).
     fn put(&self, name: &str, bytes: &[u8]) -> Result<()>;
+
+    /// Create the object `name`, which must not exist, holding `bytes`, written under its
+    /// name directly: no temporary, no rename (one file-system commit fewer than [`put`]).
+    ///
+    /// Guarantee: when this returns `Ok`, the object's content is durable and visible whole;
+    /// its name is durable after the next successful [`Storage::sync`]. Until `Ok`, the name
+    /// may be visible with partial content, and a crash may leave it torn. So cairn uses it
+    /// only for segments and manifests, whose ids are above HEAD's high-water marks until a
+    /// later [`Storage::commit_head`] names them: nothing reads such an object before that,
+    /// and open deletes it as a leftover if the commit never happened. An existing `name` is
+    /// an error (`AlreadyExists` underneath), never overwritten.
+    ///
+    /// [`put`]: Storage::put
+    fn put_new(&self, name: &str, bytes: &[u8]) -> Result<()>;
 
     /// Make every `put` and `delete` that returned before this call durable.
     fn sync(&self) -> Result<()>;

@@ -120,6 +120,11 @@ impl Fs for OsFs {
         f.write_all(bytes)
     }
 
+    fn create_file(&self, path: &str, bytes: &[u8]) -> io::Result<()> {
+        let mut f = OpenOptions::new().create_new(true).write(true).mode(0o600).open(self.path(path))?;
+        f.write_all(bytes)
+    }
+
     fn fsync_file(&self, path: &str) -> io::Result<()> {
         if !self.sync {
             return Ok(());

@@ -680,6 +680,8 @@ impl Store {
     }
 
     /// Write one segment of copied chunks under its name (made durable by the caller's sync).
+    /// Through a temporary: the copy runs outside the commit lock, so a checkpoint may commit
+    /// a higher segment id meanwhile (see [`checkpoint::ChunkSink::named_directly`]).
     fn write_copy(
         &self,
         writer: SegmentWriter,

@@ -328,7 +328,8 @@ fn persist(
         }
         true
     };
-    let mut sink = ChunkSink::new(&stored, first_segment, opts).spilling(shared.storage.as_ref());
+    // This job holds the commit lock until its commit or discard (invariant 3).
+    let mut sink = ChunkSink::new(&stored, first_segment, opts).spilling(shared.storage.as_ref()).named_directly();
     let mut new_runs: Vec<(String, Vec<RunRef>)> = Vec::new();
     let mut dirty_keys = 0u64;
     for (name, table_entries) in entries.iter_mut() {
