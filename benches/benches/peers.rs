@@ -242,10 +242,28 @@ fn hash_chunk(c: &mut Criterion) {
     group.bench_function("64MiB", |b| {
         b.iter_batched(
             || entries.clone(),
-            |e| cairn::encode_entries_for_bench(e, cairn::Options::DEFAULT_CHUNK_TARGET_BYTES),
+            |e| cairn::encode_entries_for_bench(e, cairn::Options::DEFAULT_CHUNK_TARGET_BYTES, 1),
             BatchSize::PerIteration,
         )
     });
+    // A checkpoint's share of it: 10K dirty entries whose values lie scattered over 1M, on one
+    // thread and on two (the same bytes either way, `format-spec.md` 5).
+    drop(entries);
+    let pool = cairn::BenchEntries::new(
+        (0..1_000_000u64).map(|id| (key16(id).to_vec(), Some(value100(id, 0).to_vec()))).collect(),
+    );
+    // In no key order (a capture comes in hash order), spread over the whole pool.
+    let dirty = pool.pick((0..10_000usize).map(|i| (i * 104_729) % 1_000_000));
+    group.throughput(Throughput::Bytes(10_000 * 116));
+    for threads in [1, 2] {
+        group.bench_function(format!("10K_of_1M/{threads}_threads"), |b| {
+            b.iter_batched(
+                || dirty.clone(),
+                |e| cairn::encode_entries_for_bench(e, cairn::Options::DEFAULT_CHUNK_TARGET_BYTES, threads),
+                BatchSize::PerIteration,
+            )
+        });
+    }
     group.finish();
 }
 

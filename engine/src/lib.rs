@@ -96,12 +96,19 @@ impl BenchEntries {
             entries.into_iter().map(|(k, v)| (state::Key::from(k.as_slice()), v.map(state::Value::from))).collect(),
         )
     }
+
+    /// The entries at `positions`, in that order, sharing the values (as a capture shares
+    /// them with the table): a dirty set whose values lie scattered over a larger heap.
+    /// Positions out of range are skipped.
+    pub fn pick(&self, positions: impl IntoIterator<Item = usize>) -> Self {
+        BenchEntries(positions.into_iter().filter_map(|i| self.0.get(i).cloned()).collect())
+    }
 }
 
-/// Sort, cut into chunks, hash and encode `entries` as one checkpoint would, in memory only;
-/// returns the segment bytes produced. Exposed for the `hash_chunk` benchmark; not part of
-/// the stable API.
+/// Sort, cut into chunks, hash and encode `entries` as one checkpoint would on up to
+/// `threads` threads, in memory only; returns the segment bytes produced. Exposed for the
+/// `hash_chunk` benchmark; not part of the stable API.
 #[doc(hidden)]
-pub fn encode_entries_for_bench(entries: BenchEntries, chunk_target_bytes: usize) -> u64 {
-    checkpoint::encode_only(entries.0, chunk_target_bytes, 1)
+pub fn encode_entries_for_bench(entries: BenchEntries, chunk_target_bytes: usize, threads: usize) -> u64 {
+    checkpoint::encode_only(entries.0, chunk_target_bytes, threads.max(1))
 }
