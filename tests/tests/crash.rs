@@ -3,9 +3,9 @@
 //! previous or the new checkpoint; an acknowledged checkpoint is never lost; leftovers of an
 //! interrupted checkpoint never break a later one.
 
-use cairn::storage::{CrashMode, SimFs};
+use cairn::storage::{CrashMode, LocalStorage, SimFs, Storage};
 use cairn::{Error, Result, Store};
-use cairn_tests::{dump, sim_store, tiny_chunks, Dump};
+use cairn_tests::{dump, sim_store, tiny_chunks, Dump, TempDir};
 
 const MODES: [CrashMode; 5] = [
     CrashMode::DropUnsynced,
@@ -202,5 +202,24 @@ fn only_segments_written_under_the_commit_lock_skip_the_temporary() -> Result<()
     let manifests = writes(&log, "manifests/");
     assert!(manifests.len() >= 5, "{manifests:?}");
     assert!(manifests.iter().all(|p| p.ends_with(".man")), "{manifests:?}");
+    Ok(())
+}
+
+/// `put_new` never overwrites: on the real disk and in simulation, creating a name that
+/// exists is an error and the object keeps its bytes (an id reused by mistake must not
+/// replace a segment or manifest a checkpoint may name).
+#[test]
+fn creating_an_existing_object_is_refused_and_leaves_it_whole() -> Result<()> {
+    let dir = TempDir::new("put-new");
+    let local = LocalStorage::open(dir.path(), true, true, false)?;
+    let sim = SimFs::new().storage();
+    for storage in [&local as &dyn Storage, &sim] {
+        let name = "segments/0000000000000007.seg";
+        storage.put_new(name, b"first")?;
+        storage.sync()?;
+        let again = storage.put_new(name, b"second, longer");
+        assert!(matches!(again, Err(Error::Io { .. })), "{}: {again:?}", storage.location());
+        assert_eq!(storage.read(name, 64)?, b"first", "{}", storage.location());
+    }
     Ok(())
 }

@@ -522,14 +522,13 @@ impl Cutter {
         HashedBatch { arena: std::mem::take(&mut self.arena), cuts: std::mem::take(&mut self.batch), hashes }
     }
 
-    /// As [`Cutter::take_hashed`], handing the chunks to `add` instead and keeping the arena.
-    fn flush_into(&mut self, threads: usize, mut add: impl FnMut(&[u8], u64, ChunkHash, &[u8])) {
-        let hashes = hash_batch(&self.arena, &self.batch, threads);
-        for (cut, hash) in self.batch.iter().zip(hashes) {
-            add(cut.raw(&self.arena), cut.entries, hash, cut.first_key(&self.arena));
-        }
-        self.batch.clear();
-        self.arena.clear();
+    /// Take back a batch's buffers, emptied, once its chunks are added: the next batch is cut
+    /// into the same allocation. The cutter must hold no chunk.
+    fn recycle(&mut self, mut batch: HashedBatch) {
+        batch.arena.clear();
+        batch.cuts.clear();
+        self.arena = batch.arena;
+        self.batch = batch.cuts;
     }
 }
 
@@ -578,10 +577,9 @@ impl RunWriter {
 
     /// Hash the batch and add its chunks; the arena is reused.
     fn flush(&mut self, sink: &mut ChunkSink<'_>) {
-        let runs = &mut self.runs;
-        self.cutter.flush_into(self.threads, |raw, entries, hash, first_key| {
-            runs.push(sink, raw, entries, hash, first_key);
-        });
+        let batch = self.cutter.take_hashed(self.threads);
+        self.add_hashed(sink, &batch);
+        self.cutter.recycle(batch);
     }
 
     /// Add chunks cut and hashed elsewhere, after every chunk added so far.
