@@ -7,14 +7,20 @@
 //! 4 KiB append plus fsync, sequential write bandwidth (256 MiB in 1 MiB writes, one fsync),
 //! and D updates of existing keys in a `HashMap<Vec<u8>, Vec<u8>>`, measured in a child
 //! process so that its memory does not count toward cairn's peak RSS.
+//!
+//! Beside the floor, the cost of cairn's own commit protocol on this filesystem: the file
+//! operations a checkpoint makes (`format-spec.md` 6.1) done alone, with no engine work. Each
+//! checkpoint's record splits its time into encoding and commit, so the table shows how much
+//! of a checkpoint is CPU work and how much is the protocol's I/O.
 
 use crate::{emit, CliError};
-use cairn::{Options, Store};
+use cairn::{CheckpointRecord, Options, Outcome, Store};
 use cairn_benches::{key16, value100};
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// What `cairn bench` was asked for.
@@ -165,6 +171,46 @@ fn bandwidth_floor(dir: &Path) -> Result<f64, CliError> {
     Ok(256.0 * 1_048_576.0 / 1e6 / secs)
 }
 
+/// The file operations of a checkpoint's commit (`format-spec.md` 6.1) without the engine, in
+/// ms (median of 20): create a segment of `segment_bytes` and a 1 KiB manifest, each written
+/// and synced; sync their two directories; write HEAD's temporary, sync it, rename it over
+/// HEAD and sync the directory. Kept in step with `checkpoint::commit_staged` by hand.
+fn commit_ops_floor(dir: &Path, segment_bytes: usize) -> Result<f64, CliError> {
+    let (segments, manifests) = (dir.join("floor-segments"), dir.join("floor-manifests"));
+    for d in [&segments, &manifests] {
+        std::fs::create_dir_all(d).map_err(|e| io("floor directory", e))?;
+    }
+    let create_synced = |path: &Path, bytes: &[u8]| -> Result<(), CliError> {
+        let mut f = OpenOptions::new().write(true).create_new(true).open(path).map_err(|e| io("floor file", e))?;
+        f.write_all(bytes).map_err(|e| io("floor write", e))?;
+        f.sync_all().map_err(|e| io("floor fsync", e))
+    };
+    let sync_dir = |d: &Path| File::open(d).and_then(|f| f.sync_all()).map_err(|e| io("floor directory fsync", e));
+    let (segment, manifest, head) = (vec![0x5au8; segment_bytes], vec![0xa5u8; 1024], [0x3cu8; 104]);
+    let mut times = Vec::with_capacity(20);
+    for i in 0..20 {
+        let (seg, man) = (segments.join(format!("{i}.seg")), manifests.join(format!("{i}.man")));
+        let t = Instant::now();
+        create_synced(&seg, &segment)?;
+        create_synced(&man, &manifest)?;
+        sync_dir(&manifests)?;
+        sync_dir(&segments)?;
+        let tmp = dir.join("floor-HEAD.tmp");
+        File::create(&tmp)
+            .and_then(|mut f| f.write_all(&head).and_then(|()| f.sync_all()))
+            .map_err(|e| io("floor write", e))?;
+        std::fs::rename(&tmp, dir.join("floor-HEAD")).map_err(|e| io("floor rename", e))?;
+        sync_dir(dir)?;
+        times.push(ms(t.elapsed()));
+        std::fs::remove_file(&seg).and_then(|()| std::fs::remove_file(&man)).map_err(|e| io("floor file", e))?;
+    }
+    for d in [&segments, &manifests] {
+        std::fs::remove_dir_all(d).ok();
+    }
+    std::fs::remove_file(dir.join("floor-HEAD")).ok();
+    Ok(median(&mut times))
+}
+
 fn dir_bytes(dir: &Path) -> u64 {
     let mut total = 0;
     if let Ok(entries) = std::fs::read_dir(dir) {
@@ -250,6 +296,8 @@ fn run(args: &BenchArgs) -> Result<(), CliError> {
     // cairn's peak RSS (144 MB at S = 1M).
     let fsync_ms = fsync_floor(&args.dir)?;
     let write_mb_per_s = bandwidth_floor(&args.dir)?;
+    // A segment of the dirty payload plus a 2.4% framing, as the rounds write (T2).
+    let commit_ops_ms = commit_ops_floor(&args.dir, (payload + payload * 24 / 1000) as usize)?;
     let hashmap_update_ms = hashmap_floor_in_child(args)?;
     let chooser = Chooser::new(s, args.zipf);
     // Count cairn only from here.
@@ -260,7 +308,13 @@ fn run(args: &BenchArgs) -> Result<(), CliError> {
     let store_dir = args.dir.join("store");
     let mut versions = vec![0u64; s as usize];
     let t = Instant::now();
-    let mut opts = Options::new().merge_slices(args.merge_slices);
+    let records: Arc<Mutex<Vec<CheckpointRecord>>> = Arc::default();
+    let listened = records.clone();
+    let mut opts = Options::new().merge_slices(args.merge_slices).listener(move |r| {
+        if let Ok(mut v) = listened.lock() {
+            v.push(r.clone());
+        }
+    });
     if let Some(rate) = args.background_compaction_mb_per_s {
         opts = opts
             .background_compaction(true)
@@ -273,6 +327,8 @@ fn run(args: &BenchArgs) -> Result<(), CliError> {
     }
     store.checkpoint(b"load")?;
     let load_s = t.elapsed().as_secs_f64();
+    // Only the rounds' records from here.
+    records.lock().map_err(|_| CliError::from("the checkpoint records' lock".to_string()))?.clear();
 
     // Rounds.
     let mut rng = Rng(0x00c0_ffee_d15c_0002);
@@ -325,6 +381,14 @@ fn run(args: &BenchArgs) -> Result<(), CliError> {
     let checkpoint_p99_ms = percentile(&mut checkpoint_ms, 0.99);
     let checkpoint_max_ms = percentile(&mut checkpoint_ms, 1.0);
     let round_p50_ms = median(&mut round_ms);
+    let (mut encode_ms, mut commit_ms): (Vec<f64>, Vec<f64>) = records
+        .lock()
+        .map_err(|_| CliError::from("the checkpoint records' lock".to_string()))?
+        .iter()
+        .filter(|r| r.outcome == Outcome::Completed)
+        .map(|r| (ms(r.encode), ms(r.commit)))
+        .unzip();
+    let (encode_p50_ms, commit_p50_ms) = (median(&mut encode_ms), median(&mut commit_ms));
     let bytes_per_checkpoint = median(&mut written);
     let raw_bytes = s * (16 + 100);
     let load_floor_s = s as f64 / hashmap_updates_per_s + raw_bytes as f64 / (write_mb_per_s * 1e6);
@@ -354,6 +418,14 @@ fn run(args: &BenchArgs) -> Result<(), CliError> {
             "checkpoint p50",
             format!("{checkpoint_p50_ms:.2} ms"),
             format!("{:.2}x floor ({floor_checkpoint_ms:.2} ms)", checkpoint_p50_ms / floor_checkpoint_ms),
+        ),
+        (
+            "  encode / commit p50",
+            format!("{encode_p50_ms:.2} / {commit_p50_ms:.2} ms"),
+            format!(
+                "commit's file operations alone {commit_ops_ms:.2} ms ({:.2}x floor)",
+                commit_ops_ms / floor_checkpoint_ms
+            ),
         ),
         (
             "checkpoint p99 / max",
@@ -401,6 +473,9 @@ fn run(args: &BenchArgs) -> Result<(), CliError> {
             ("checkpoint_max_ms", checkpoint_max_ms),
             ("floor_checkpoint_ms", floor_checkpoint_ms),
             ("checkpoint_vs_floor", checkpoint_p50_ms / floor_checkpoint_ms),
+            ("checkpoint_encode_p50_ms", encode_p50_ms),
+            ("checkpoint_commit_p50_ms", commit_p50_ms),
+            ("commit_ops_ms", commit_ops_ms),
             ("round_p50_ms", round_p50_ms),
             ("floor_round_ms", floor_round_ms),
             ("round_vs_floor", round_p50_ms / floor_round_ms),

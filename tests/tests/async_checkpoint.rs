@@ -10,6 +10,7 @@ use cairn::{CheckpointRecord, CompactStep, Error, Options, Outcome, Result, Rete
 use cairn_tests::{dump, dump_view, sim_store, tiny_chunks, Dump};
 use proptest::prelude::*;
 use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
 
 fn key(i: u64) -> Vec<u8> {
     i.to_be_bytes().to_vec()
@@ -111,6 +112,65 @@ fn an_aborted_checkpoint_writes_nothing_and_its_writes_go_to_the_next() -> Resul
         records.lock().map(|v| v.iter().map(|r| r.outcome.clone()).collect()).unwrap_or_default();
     assert_eq!(outcomes.len(), 3);
     assert_eq!(outcomes.iter().filter(|o| matches!(o, Outcome::Aborted(_))).count(), 1);
+    Ok(())
+}
+
+/// A record splits the pipeline's time into `encode` and `commit`: a write held in the commit
+/// (a small checkpoint's one segment) is all in `commit`; a write held while the checkpoint
+/// still encodes (a large one's first full segment) is in `encode`; both fit in `persist`,
+/// and a checkpoint that does not commit reports neither.
+#[test]
+fn a_record_puts_a_held_write_in_the_phase_that_made_it() -> Result<()> {
+    // Far above what either phase takes unheld here (about 85 ms to encode the large one in a
+    // debug build), so only the held write can pass each bound.
+    const HELD: Duration = Duration::from_secs(1);
+    let fs = SimFs::new();
+    let records: Arc<Mutex<Vec<CheckpointRecord>>> = Arc::default();
+    let sink = records.clone();
+    let store = sim_store(
+        &fs,
+        Options::new().max_checkpoints_in_flight(2).listener(move |r| {
+            if let Ok(mut v) = sink.lock() {
+                v.push(r.clone());
+            }
+        }),
+    )?;
+    let t = store.table("t")?;
+    let held_checkpoint = |keys: u64| -> Result<CheckpointRecord> {
+        for i in 0..keys {
+            t.put(&key(i), &[keys as u8; 100])?;
+        }
+        fs.hold_writes();
+        let handle = store.checkpoint_async(b"held")?;
+        fs.wait_for_held_write();
+        std::thread::sleep(HELD);
+        fs.release_writes();
+        let id = Some(handle.wait()?.id);
+        let record = records.lock().ok().and_then(|v| v.iter().find(|r| r.id == id).cloned());
+        record.ok_or_else(|| Error::NotFound("the held checkpoint's record".into()))
+    };
+    // 1,000 entries: one segment, written by the commit.
+    let small = held_checkpoint(1_000)?;
+    assert!(small.commit >= HELD, "{small:?}");
+    assert!(small.encode + small.commit <= small.persist, "{small:?}");
+    // 100,000 entries (11 MB): its first 4 MiB segment is written while it still encodes.
+    let large = held_checkpoint(100_000)?;
+    assert!(large.encode >= HELD, "{large:?}");
+    assert!(large.encode + large.commit <= large.persist, "{large:?}");
+    // One that does not commit.
+    t.put(b"x", b"y")?;
+    fs.hold_writes();
+    let handle = store.checkpoint_async(b"aborted")?;
+    let queued = store.checkpoint_async(b"queued")?;
+    queued.abort();
+    fs.wait_for_held_write();
+    fs.release_writes();
+    handle.wait()?;
+    assert!(matches!(queued.wait(), Err(Error::Aborted(_))));
+    let aborted = records.lock().ok().and_then(|v| v.last().cloned());
+    let aborted = aborted.ok_or_else(|| Error::NotFound("the aborted checkpoint's record".into()))?;
+    assert!(matches!(aborted.outcome, Outcome::Aborted(_)), "{aborted:?}");
+    assert_eq!((aborted.encode, aborted.commit), (Duration::ZERO, Duration::ZERO));
     Ok(())
 }
 
@@ -331,7 +391,7 @@ fn a_checkpoint_committing_while_a_gc_copies_a_sparse_segment_keeps_what_it_reus
         let _ = held.send(());
     });
     both_held
-        .recv_timeout(std::time::Duration::from_secs(120))
+        .recv_timeout(Duration::from_secs(120))
         .map_err(|_| Error::NotFound("a checkpoint writing beside the GC's copy (is the store locked?)".into()))?;
     fs.release_writes();
     let report = gc.join().map_err(|_| Error::NotFound("the compaction thread".into()))??;

@@ -64,6 +64,14 @@ pub struct CheckpointRecord {
     pub capture_pause: Duration,
     /// From capture to the end, on the pipeline (waiting for earlier checkpoints included).
     pub persist: Duration,
+    /// Of `persist`, the part spent turning the captured entries into chunks: sorting,
+    /// cutting, hashing and compressing them and building the manifest, once the checkpoint has the pipeline to itself
+    /// (0 unless completed). A checkpoint larger than one segment also writes its earlier
+    /// segments in this part.
+    pub encode: Duration,
+    /// Of `persist`, the part spent making it durable: writing the segments left and the
+    /// manifest, each synced, then moving HEAD (0 unless completed).
+    pub commit: Duration,
     /// From trigger to the end.
     pub end_to_end: Duration,
     /// Keys captured (values and tombstones).
@@ -205,6 +213,8 @@ struct Written {
     info: CheckpointInfo,
     raw_bytes: u64,
     stored_bytes: u64,
+    encode: Duration,
+    commit: Duration,
 }
 
 fn run(shared: &Arc<Shared>, job: Job) {
@@ -237,6 +247,8 @@ fn run(shared: &Arc<Shared>, job: Job) {
         triggered_unix_ms,
         capture_pause,
         persist: persist_started.elapsed(),
+        encode: written.map_or(Duration::ZERO, |w| w.encode),
+        commit: written.map_or(Duration::ZERO, |w| w.commit),
         end_to_end: triggered.elapsed(),
         dirty_keys,
         bytes_written: written.map_or(0, |w| w.info.bytes_written),
@@ -256,6 +268,8 @@ fn run(shared: &Arc<Shared>, job: Job) {
                 chunks_reused = record.chunks_reused,
                 capture_pause_us = capture_pause.as_micros() as u64,
                 persist_us = record.persist.as_micros() as u64,
+                encode_us = record.encode.as_micros() as u64,
+                commit_us = record.commit.as_micros() as u64,
                 "checkpoint committed"
             );
         }
@@ -328,6 +342,7 @@ fn persist(
         }
         true
     };
+    let encode_started = Instant::now();
     // This job holds the commit lock until its commit or discard (invariant 3).
     let mut sink = ChunkSink::new(&stored, first_segment, opts).spilling(shared.storage.as_ref()).named_directly();
     let mut new_runs: Vec<(String, Vec<RunRef>)> = Vec::new();
@@ -360,14 +375,17 @@ fn persist(
     }
     let new =
         NewManifest { id, kind: ManifestKind::Checkpoint, parent, tables, metadata, dirty_keys, started: triggered };
+    let encode = encode_started.elapsed();
+    let commit_started = Instant::now();
     let persisted = checkpoint::commit(shared.storage.as_ref(), sink, new, head)?;
+    let commit = commit_started.elapsed();
     let mut info = CheckpointInfo::from_manifest(&persisted.manifest, persisted.manifest_len);
     info.duration = triggered.elapsed();
     let chunks = persisted.segments.iter().flat_map(|(_, chunks)| chunks.iter());
     let (raw_bytes, stored_bytes) =
         chunks.fold((0u64, 0u64), |(r, s), c| (r + u64::from(c.raw_len), s + u64::from(c.stored_len)));
     shared.lock()?.adopt(persisted);
-    Ok(Written { info, raw_bytes, stored_bytes })
+    Ok(Written { info, raw_bytes, stored_bytes, encode, commit })
 }
 
 /// Add a checkpoint that did not commit to the store's JOURNAL, best effort.
