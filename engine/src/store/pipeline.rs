@@ -64,10 +64,10 @@ pub struct CheckpointRecord {
     pub capture_pause: Duration,
     /// From capture to the end, on the pipeline (waiting for earlier checkpoints included).
     pub persist: Duration,
-    /// Of `persist`, the part spent turning the captured entries into chunks: sorting,
-    /// cutting, hashing and compressing them and building the manifest, once the checkpoint has the pipeline to itself
-    /// (0 unless completed). A checkpoint larger than one segment also writes its earlier
-    /// segments in this part.
+    /// Of `persist`, the part spent turning the captured entries into chunks (sorting,
+    /// cutting, hashing, compressing) and building the manifest, from when the checkpoint
+    /// holds the commit lock (0 unless completed). A checkpoint larger than one segment also
+    /// writes its earlier segments in this part.
     pub encode: Duration,
     /// Of `persist`, the part spent making it durable: writing the segments left and the
     /// manifest, each synced, then moving HEAD (0 unless completed).
