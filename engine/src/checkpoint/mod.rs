@@ -930,6 +930,44 @@ mod tests {
         Ok(())
     }
 
+    /// Only a run of `SPLIT_MIN_ENTRIES` to `SPLIT_MAX_ENTRIES` entries is cut as two parts
+    /// (`format-spec.md` 5), so the bounds decide chunk boundaries on disk: at each bound, the
+    /// run just inside starts a chunk at its median key and the run just outside does not.
+    #[test]
+    fn only_a_run_within_the_split_bounds_starts_a_chunk_at_its_median() -> Result<()> {
+        let cases = [
+            (SPLIT_MIN_ENTRIES - 1, false),
+            (SPLIT_MIN_ENTRIES, true),
+            (SPLIT_MAX_ENTRIES, true),
+            (SPLIT_MAX_ENTRIES + 1, false),
+        ];
+        for (n, split) in cases {
+            let mut entries: CapturedEntries = (0..n as u32)
+                .rev()
+                .map(|i| (Key::from(&i.to_be_bytes()[..]), Some(Value::from(vec![i as u8; 8]))))
+                .collect();
+            let mut sink = ChunkSink::new(&|_| false, SegmentId(1), &Options::new());
+            let runs = write_run(&mut sink, &mut entries, 65_536, 1);
+            let (segments, _, _) = sink.into_segments();
+            let storage = SimFs::new().storage();
+            let mut index = ChunkIndex::default();
+            for w in segments {
+                let id = w.id();
+                let (bytes, chunks) = w.finish();
+                storage.put(&segment_name(id), &bytes)?;
+                index.add_segment(id, &chunks);
+            }
+            let median = (n as u32 / 2).to_be_bytes();
+            let mut starts_at_median = false;
+            for run in &runs {
+                let listing = version::read_run_index(&storage, &index, &run.index)?;
+                starts_at_median |= listing.chunks.iter().any(|c| c.first_key == median);
+            }
+            assert_eq!(starts_at_median, split, "{n} entries");
+        }
+        Ok(())
+    }
+
     /// With tiny bounds a checkpoint rolls over to several segments and splits a table into
     /// several runs; everything commits and reads back exactly.
     #[test]
