@@ -816,8 +816,35 @@ pub(crate) fn encode_only(mut entries: CapturedEntries, target: usize, threads: 
 mod tests {
     use super::*;
     use crate::state::{Key, Value};
-    use crate::storage::SimFs;
+    use crate::storage::{SimFs, SimStorage};
     use crate::version::{self, ChunkIndex};
+
+    /// A segment finished in memory: its id, bytes and chunk table.
+    type Finished = (SegmentId, Vec<u8>, Vec<SegmentChunk>);
+
+    /// The sink's segments, finished, without writing them.
+    fn finished(sink: ChunkSink<'_>) -> Vec<Finished> {
+        let (writers, _, _) = sink.into_segments();
+        writers
+            .into_iter()
+            .map(|w| {
+                let id = w.id();
+                let (bytes, chunks) = w.finish();
+                (id, bytes, chunks)
+            })
+            .collect()
+    }
+
+    /// `segments` written to a new simulated store, with their chunks indexed, to read back.
+    fn stored(segments: &[Finished]) -> Result<(SimStorage, ChunkIndex)> {
+        let storage = SimFs::new().storage();
+        let mut index = ChunkIndex::default();
+        for (id, bytes, chunks) in segments {
+            storage.put(&segment_name(*id), bytes)?;
+            index.add_segment(*id, chunks);
+        }
+        Ok((storage, index))
+    }
 
     /// However chunk sizes fall, a sink never uses more segment ids than the bound reserves
     /// (a merge writes into ids reserved ahead; one more would be a checkpoint's).
@@ -886,16 +913,7 @@ mod tests {
                 (0..n).rev().map(|i| (Key::from(&i.to_be_bytes()[..]), Some(Value::from(value(i))))).collect();
             let mut sink = ChunkSink::new(&|_| false, SegmentId(1), &Options::new());
             let runs = write_run(&mut sink, &mut entries, 65_536, threads);
-            let (segments, _, _) = sink.into_segments();
-            let segments: Vec<(SegmentId, Vec<u8>, Vec<SegmentChunk>)> = segments
-                .into_iter()
-                .map(|w| {
-                    let id = w.id();
-                    let (bytes, chunks) = w.finish();
-                    (id, bytes, chunks)
-                })
-                .collect();
-            (runs, segments, entries)
+            (runs, finished(sink), entries)
         };
         let (runs, segments, entries) = cut(1);
         for threads in [2, 3] {
@@ -910,13 +928,7 @@ mod tests {
             .iter()
             .map(|k| &k[..])));
         assert!(entries.iter().all(|(_, v)| v.is_none()));
-        let fs = SimFs::new();
-        let storage = fs.storage();
-        let mut index = ChunkIndex::default();
-        for (id, bytes, chunks) in &segments {
-            storage.put(&segment_name(*id), bytes)?;
-            index.add_segment(*id, chunks);
-        }
+        let (storage, index) = stored(&segments)?;
         let [run] = runs.as_slice() else { panic!("{} runs", runs.len()) };
         let listing = version::read_run_index(&storage, &index, &run.index)?;
         assert!(listing.chunks.iter().any(|c| c.first_key == (n / 2).to_be_bytes()), "no chunk starts the second part");
@@ -948,15 +960,7 @@ mod tests {
                 .collect();
             let mut sink = ChunkSink::new(&|_| false, SegmentId(1), &Options::new());
             let runs = write_run(&mut sink, &mut entries, 65_536, 1);
-            let (segments, _, _) = sink.into_segments();
-            let storage = SimFs::new().storage();
-            let mut index = ChunkIndex::default();
-            for w in segments {
-                let id = w.id();
-                let (bytes, chunks) = w.finish();
-                storage.put(&segment_name(id), &bytes)?;
-                index.add_segment(id, &chunks);
-            }
+            let (storage, index) = stored(&finished(sink))?;
             let median = (n as u32 / 2).to_be_bytes();
             let mut starts_at_median = false;
             for run in &runs {
