@@ -71,7 +71,9 @@ pub use format::{CheckpointId, ChunkHash, JournalEntry, ManifestKind, SegmentId,
 pub use options::{CheckpointListener, Compression, Options, WhenBusy};
 pub use policy::{CheckpointPolicy, Clock, ManualClock, Periodic, SystemClock, Tick};
 pub use storage::Storage;
-pub use store::{CheckpointHandle, CheckpointInfo, CheckpointRecord, CompactStep, Outcome, Stats, Store};
+pub use store::{
+    CheckpointHandle, CheckpointInfo, CheckpointRecord, CompactStep, Outcome, Stats, Store, COMPACTION_YIELD_MAX,
+};
 pub use table::Table;
 pub use typed::TypedTable;
 pub use verify::{Problem, VerifyReport};

@@ -3,9 +3,10 @@
 //! checkpoint reads as committed and the store verifies.
 
 use cairn::storage::{CrashMode, SimFs};
-use cairn::{Error, Options, Result, Retention};
+use cairn::{CheckpointHandle, CompactStep, Error, Options, Result, Retention, COMPACTION_YIELD_MAX};
 use cairn_tests::{dump, dump_view, sim_store, tiny_chunks, Dump};
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 #[test]
 fn background_compaction_bounds_runs_and_keeps_every_retained_checkpoint() -> Result<()> {
@@ -228,5 +229,58 @@ fn crashes_while_background_compaction_races_checkpoints_lose_nothing() -> Resul
         }
     }
     assert!(images >= 60, "{images} crash images");
+    Ok(())
+}
+
+/// Compaction gives way to checkpoints on the disk: with a checkpoint in flight (held at its
+/// first write), the GC's first segment delete waits [`COMPACTION_YIELD_MAX`], then, the
+/// checkpoint still being held, goes ahead: the wait is bounded. Everything reads back.
+#[test]
+fn compaction_gives_way_to_a_checkpoint_in_flight_for_a_bounded_time() -> Result<()> {
+    let fs = SimFs::new();
+    let store = sim_store(&fs, tiny_chunks().max_runs_per_table(2))?;
+    let t = store.table("t")?;
+    // Every checkpoint rewrites every key; a merge folds the first six rounds' runs into one,
+    // so their segments die once retention drops the checkpoints before it.
+    for round in 0u8..9 {
+        for k in 0u32..50 {
+            t.put(&k.to_be_bytes(), &[round; 40])?;
+        }
+        store.checkpoint(b"")?;
+        if round == 5 {
+            store.compact_with(&Retention::keep_all())?;
+        }
+    }
+    let mut held: Option<(CheckpointHandle, Instant)> = None;
+    let mut first_delete: Option<(Duration, u64)> = None;
+    let compacted = store.compact_with_hook(&Retention::keep_last(1), |step| {
+        match step {
+            // The GC's deletes come next.
+            CompactStep::Rewritten => {
+                t.put(b"during", b"the gc")?;
+                fs.hold_writes();
+                let handle = store.checkpoint_async(b"held")?;
+                fs.wait_for_held_write();
+                held = Some((handle, Instant::now()));
+            }
+            CompactStep::SegmentDeleted if first_delete.is_none() => {
+                let waited = held.as_ref().map(|(_, since)| since.elapsed()).unwrap_or_default();
+                first_delete = Some((waited, store.stats()?.checkpoints_in_flight));
+                fs.release_writes();
+            }
+            _ => {}
+        }
+        Ok(())
+    });
+    fs.release_writes();
+    let report = compacted?;
+    let (handle, _) = held.ok_or_else(|| Error::NotFound("the held checkpoint".into()))?;
+    let info = handle.wait()?;
+    let (waited, in_flight) = first_delete.ok_or_else(|| Error::NotFound(format!("a segment delete: {report:?}")))?;
+    assert!(waited >= COMPACTION_YIELD_MAX, "the first delete came {waited:?} after the checkpoint started");
+    assert_eq!(in_flight, 1, "the checkpoint was still held when the wait ended");
+    assert!(report.segments_deleted > 0, "{report:?}");
+    assert_eq!(dump_view(&store.at(info.id)?)?, dump(&store)?);
+    assert!(store.verify()?.is_ok());
     Ok(())
 }

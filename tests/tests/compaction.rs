@@ -2,10 +2,11 @@
 //! `max_runs_per_table` with every retained checkpoint reading exactly as before, and a GC
 //! that deletes what no retained checkpoint needs.
 
-use cairn::storage::SimFs;
-use cairn::{CheckpointId, Error, Options, Result, Retention, Store};
+use cairn::storage::{manifest_name, SimFs};
+use cairn::{CheckpointId, CheckpointView, CompactStep, Error, Options, Result, Retention, Store};
 use cairn_tests::{dump, dump_view, nearly_live_load, segment_files, sim_store, Dump};
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 fn opts() -> Options {
     Options::new().chunk_target_bytes(256).max_runs_per_table(4).retention(Retention::keep_last(3))
@@ -120,6 +121,91 @@ fn pins_views_and_head_survive_retention_and_delete_refuses_them() -> Result<()>
     store.compact_with(&Retention::keep_last(1))?;
     assert!(matches!(store.at(ids[1]), Err(Error::NotFound(_))));
     assert!(matches!(store.pin(ids[1], "gone"), Err(Error::NotFound(_))));
+    assert!(store.verify()?.is_ok());
+    Ok(())
+}
+
+/// 30 checkpoints of [`history`] and no merge (HEAD stays the last of them, so the two before
+/// it stay through any retention): the store, each checkpoint's state, the ids in order.
+fn thirty_unmerged_checkpoints(fs: &SimFs) -> Result<(Store, BTreeMap<CheckpointId, Dump>, Vec<CheckpointId>)> {
+    let store = sim_store(fs, Options::new().chunk_target_bytes(256).max_runs_per_table(64))?;
+    let states = history(&store, 30)?;
+    let ids = states.keys().copied().collect();
+    Ok((store, states, ids))
+}
+
+/// Retention deletes many checkpoints a batch at a time (giving way to checkpoints between
+/// batches): every one it drops goes, and the pinned, the viewed and the last three stay.
+#[test]
+fn retention_dropping_many_checkpoints_deletes_them_all_and_keeps_the_protected() -> Result<()> {
+    let fs = SimFs::new();
+    let (store, states, ids) = thirty_unmerged_checkpoints(&fs)?;
+    store.pin(ids[20], "savepoint")?;
+    let view = store.at(ids[5])?;
+    let report = store.compact_with(&Retention::keep_last(1))?;
+    assert_eq!(report.checkpoints_deleted, 25, "{report:?}");
+    for (i, id) in ids.iter().enumerate() {
+        let kept = [5, 20, 27, 28, 29].contains(&i);
+        match store.at(*id) {
+            Ok(_) => assert!(kept, "checkpoint {i} was kept"),
+            Err(Error::NotFound(_)) => assert!(!kept, "checkpoint {i} was deleted"),
+            Err(e) => return Err(e),
+        }
+    }
+    assert_eq!(dump_view(&view)?, states[&ids[5]]);
+    assert_eq!(dump_view(&store.at(ids[20])?)?, states[&ids[20]]);
+    assert!(store.verify()?.is_ok());
+    Ok(())
+}
+
+/// A view opened while retention deletes (between its batches, while a checkpoint in flight
+/// makes it give way) keeps its checkpoint: each batch checks again what must be kept.
+#[test]
+fn a_view_opened_while_retention_deletes_keeps_its_checkpoint() -> Result<()> {
+    let fs = SimFs::new();
+    let (store, states, ids) = thirty_unmerged_checkpoints(&fs)?;
+    let (first, last_doomed) = (manifest_name(ids[0]), ids[26]);
+    let compaction_ended = AtomicBool::new(false);
+    let viewed = std::thread::scope(|s| -> Result<Option<CheckpointView>> {
+        let viewer = s.spawn(|| -> Result<Option<CheckpointView>> {
+            // Once the first batch is gone, retention waits for the held checkpoint.
+            while fs.files().contains(&first) && !compaction_ended.load(Ordering::SeqCst) {
+                std::thread::yield_now();
+            }
+            let view = store.at(last_doomed);
+            fs.release_writes();
+            match view {
+                Ok(view) => Ok(Some(view)),
+                // Too slow: retention went on at its bound and deleted it first.
+                Err(Error::NotFound(_)) => Ok(None),
+                Err(e) => Err(e),
+            }
+        });
+        let mut held = None;
+        let compacted = store.compact_with_hook(&Retention::keep_last(1), |step| {
+            if step == CompactStep::Merged {
+                store.table("t")?.put(b"during", b"retention")?;
+                fs.hold_writes();
+                held = Some(store.checkpoint_async(b"held")?);
+                fs.wait_for_held_write();
+            }
+            Ok(())
+        });
+        compaction_ended.store(true, Ordering::SeqCst);
+        let viewed = viewer.join().map_err(|_| Error::NotFound("the viewer thread".into()))?;
+        fs.release_writes();
+        compacted?;
+        held.ok_or_else(|| Error::NotFound("the held checkpoint".into()))?.wait()?;
+        viewed
+    })?;
+    match viewed {
+        Some(view) => {
+            assert!(fs.files().contains(&manifest_name(last_doomed)), "the viewed checkpoint's manifest was deleted");
+            assert_eq!(dump_view(&view)?, states[&last_doomed]);
+        }
+        None => eprintln!("inconclusive: retention deleted checkpoint {last_doomed} before the view opened"),
+    }
+    assert!(matches!(store.at(ids[25]), Err(Error::NotFound(_))));
     assert!(store.verify()?.is_ok());
     Ok(())
 }

@@ -3,7 +3,7 @@
 //! previous or the new checkpoint; an acknowledged checkpoint is never lost; leftovers of an
 //! interrupted checkpoint never break a later one.
 
-use cairn::storage::{CrashMode, LocalStorage, SimFs, Storage};
+use cairn::storage::{CrashMode, LocalStorage, SimFs, Storage, PACED_PIECE};
 use cairn::{Error, Result, Store};
 use cairn_tests::{dump, sim_store, tiny_chunks, Dump, TempDir};
 
@@ -221,5 +221,35 @@ fn creating_an_existing_object_is_refused_and_leaves_it_whole() -> Result<()> {
         assert!(matches!(again, Err(Error::Io { .. })), "{}: {again:?}", storage.location());
         assert_eq!(storage.read(name, 64)?, b"first", "{}", storage.location());
     }
+    Ok(())
+}
+
+/// A paced put (how compaction writes its segments) calls its `between` before each piece
+/// on the real disk (512 KiB pieces) and at least once in simulation, and before the final
+/// sync; the object is whole and no temporary is left, like a plain put.
+#[test]
+fn a_paced_put_gives_way_before_each_piece_and_leaves_the_object_whole() -> Result<()> {
+    let dir = TempDir::new("put-paced");
+    let local = LocalStorage::open(dir.path(), true, true, false)?;
+    let fs = SimFs::new();
+    let sim = fs.storage();
+    // Three pieces: two full ones and a partial one.
+    let bytes: Vec<u8> = (0..2 * PACED_PIECE + 1000).map(|i| (i % 251) as u8).collect();
+    let name = "segments/0000000000000009.seg";
+    for (storage, calls) in [(&local as &dyn Storage, 3 + 1), (&sim, 1 + 1)] {
+        let mut between = 0;
+        storage.put_paced(name, &bytes, &mut || between += 1)?;
+        storage.sync()?;
+        assert_eq!(between, calls, "{}", storage.location());
+        assert_eq!(storage.read(name, bytes.len())?, bytes, "{}", storage.location());
+    }
+    // Only the object itself, no temporary, in either.
+    let on_disk: Vec<String> = std::fs::read_dir(dir.path().join("segments"))
+        .map_err(|e| Error::NotFound(format!("the segments directory: {e}")))?
+        .filter_map(|e| e.ok().and_then(|e| e.file_name().to_str().map(|n| format!("segments/{n}"))))
+        .collect();
+    assert_eq!(on_disk, vec![name.to_string()]);
+    let simulated: Vec<String> = fs.files().into_iter().filter(|p| p.starts_with("segments/")).collect();
+    assert_eq!(simulated, vec![name.to_string()]);
     Ok(())
 }

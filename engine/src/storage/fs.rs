@@ -24,6 +24,19 @@ pub trait Fs: Send + Sync {
     /// Create `path`, which must not exist (`AlreadyExists` otherwise), and write `bytes` to
     /// it (not yet durable).
     fn create_file(&self, path: &str, bytes: &[u8]) -> io::Result<()>;
+    /// [`Fs::write_file`] in pieces of at most `piece` bytes, calling `between` before each,
+    /// each piece on its way to the disk before the next (not yet durable: `fsync_file` still
+    /// follows). So whoever writes a large file can let others' fsyncs go first, and an
+    /// fsync of theirs never waits behind more than one piece.
+    ///
+    /// The default writes the file at once after one call of `between`: right for a
+    /// filesystem without a device queue, such as [`super::SimFs`]. The crash states are the
+    /// same either way, since the file is durable only after `fsync_file`.
+    fn write_file_paced(&self, path: &str, bytes: &[u8], piece: usize, between: &mut dyn FnMut()) -> io::Result<()> {
+        let _ = piece;
+        between();
+        self.write_file(path, bytes)
+    }
     /// Make the content of `path` durable.
     fn fsync_file(&self, path: &str) -> io::Result<()>;
     /// Atomically rename `from` to `to`, replacing `to` (durable after `fsync_dir`).
@@ -41,6 +54,10 @@ pub trait Fs: Send + Sync {
     /// Where this filesystem is, for messages.
     fn location(&self) -> String;
 }
+
+/// The piece [`Storage::put_paced`] writes at a time: on this project's machine class
+/// (ext4 on a virtual disk, 300-800 MB/s) about a millisecond of the disk's time.
+pub const PACED_PIECE: usize = 512 * 1024;
 
 /// [`Storage`] over an [`Fs`].
 pub struct FsStorage<F: Fs> {
@@ -84,6 +101,16 @@ impl<F: Fs> Storage for FsStorage<F> {
     fn put(&self, name: &str, bytes: &[u8]) -> Result<()> {
         let tmp = tmp_name(name);
         self.fs.write_file(&tmp, bytes).map_err(|e| io_err("write", &tmp, e))?;
+        self.fs.fsync_file(&tmp).map_err(|e| io_err("fsync", &tmp, e))?;
+        self.fs.rename(&tmp, name).map_err(|e| io_err("rename", name, e))?;
+        self.mark_unsynced(dir_of(name));
+        Ok(())
+    }
+
+    fn put_paced(&self, name: &str, bytes: &[u8], between: &mut dyn FnMut()) -> Result<()> {
+        let tmp = tmp_name(name);
+        self.fs.write_file_paced(&tmp, bytes, PACED_PIECE, between).map_err(|e| io_err("write", &tmp, e))?;
+        between();
         self.fs.fsync_file(&tmp).map_err(|e| io_err("fsync", &tmp, e))?;
         self.fs.rename(&tmp, name).map_err(|e| io_err("rename", name, e))?;
         self.mark_unsynced(dir_of(name));

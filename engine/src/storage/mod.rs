@@ -20,7 +20,7 @@ mod names;
 mod os;
 mod sim;
 
-pub use fs::{Fs, FsStorage};
+pub use fs::{Fs, FsStorage, PACED_PIECE};
 pub use names::{
     manifest_name, parse_manifest_name, parse_segment_name, segment_name, HEAD, JOURNAL, MANIFESTS, PINS, SEGMENTS,
     STORE_MARKER,
@@ -45,6 +45,15 @@ pub trait Storage: Send + Sync {
     /// the old or the new object, whole (cairn does so only for PINS, JOURNAL and for objects no
     /// committed checkpoint references).
     fn put(&self, name: &str, bytes: &[u8]) -> Result<()>;
+
+    /// [`Storage::put`], writing the object a piece at a time and calling `between` before
+    /// each piece and before the final sync: for a writer that should give way to others'
+    /// commits (compaction to checkpoints). Same guarantee as `put`. The default calls
+    /// `between` once and puts the object at once.
+    fn put_paced(&self, name: &str, bytes: &[u8], between: &mut dyn FnMut()) -> Result<()> {
+        between();
+        self.put(name, bytes)
+    }
 
     /// Create the object `name`, which must not exist, holding `bytes`, written under its
     /// name directly: no temporary, no rename (one file-system commit fewer than [`put`]).

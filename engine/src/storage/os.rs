@@ -125,6 +125,19 @@ impl Fs for OsFs {
         f.write_all(bytes)
     }
 
+    fn write_file_paced(&self, path: &str, bytes: &[u8], piece: usize, between: &mut dyn FnMut()) -> io::Result<()> {
+        let mut f = OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(self.path(path))?;
+        for part in bytes.chunks(piece.max(1)) {
+            between();
+            f.write_all(part)?;
+            // Sent to the disk now, so the final fsync has little left to wait for.
+            if self.sync {
+                f.sync_data()?;
+            }
+        }
+        Ok(())
+    }
+
     fn fsync_file(&self, path: &str) -> io::Result<()> {
         if !self.sync {
             return Ok(());

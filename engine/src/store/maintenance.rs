@@ -1,10 +1,13 @@
 //! Pins, explicit deletion and compaction (retention, run merging, garbage collection).
 
+use super::yielding::Yielding;
 use super::{Inner, Store};
 use crate::checkpoint::{self, ChunkSink, NewManifest};
 use crate::compaction::{gc, merge, select_retained, Candidate, CompactionReport, Retention};
 use crate::format::{self, CheckpointId, ManifestKind, Pin, SegmentId, SegmentWriter};
-use crate::storage::{manifest_name, parse_manifest_name, parse_segment_name, segment_name, MANIFESTS, PINS, SEGMENTS};
+use crate::storage::{
+    manifest_name, parse_manifest_name, parse_segment_name, segment_name, Storage, MANIFESTS, PINS, SEGMENTS,
+};
 use crate::version::{self, load_manifest};
 use crate::{Error, Result};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -28,6 +31,9 @@ pub enum CompactStep {
 
 /// Manifests before HEAD, on its chain, that retention never removes.
 pub(crate) const PREVIOUS_MANIFESTS_KEPT: usize = 2;
+
+/// Manifests retention deletes under one hold of the store's lock (about 0.2 ms each here).
+const RETENTION_DELETE_BATCH: usize = 8;
 
 fn now_unix_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
@@ -139,7 +145,9 @@ impl Store {
     ///
     /// Every retained checkpoint reads exactly as before. A crash at any instant loses
     /// nothing; running it again finishes the job. Writers wait only while a step holds the
-    /// store's lock; checkpoints may run between steps.
+    /// store's lock; checkpoints may run between steps. Its writes, deletes and syncs give way
+    /// to checkpoints in flight, for at most [`crate::COMPACTION_YIELD_MAX`] each (see
+    /// [`crate::Options::background_compaction`]).
     pub fn compact_with(&self, retention: &Retention) -> Result<CompactionReport> {
         self.compact_with_hook(retention, |_| Ok(()))
     }
@@ -270,11 +278,13 @@ impl Store {
         };
         let started = Instant::now();
         let st = self.shared.storage.as_ref();
+        // Its segment writes give way to checkpoints; its commit (under the commit lock) cannot.
+        let paced = Yielding::new(&self.shared);
         let stored = |h: &format::ChunkHash| chunks.contains(h);
         // Full segments are written as they fill, so a merge holds one segment in memory, not
         // everything it writes; they stay below the reservation (ids past it are a checkpoint's).
         let mut sink = ChunkSink::new(&stored, first_segment, &self.shared.opts)
-            .spilling(st)
+            .spilling(&paced)
             .below(SegmentId(first_segment.0 + reserved));
         // Per merged table: how many of the base's runs the merged runs replace, and them.
         let mut merged: BTreeMap<String, (usize, Vec<format::RunRef>)> = BTreeMap::new();
@@ -311,7 +321,7 @@ impl Store {
                 "internal: a merge needs more than the {reserved} segment ids reserved for it"
             )));
         }
-        if let Err(e) = staged.write(st) {
+        if let Err(e) = staged.write(&paced) {
             self.shared.lock()?.poison(&e);
             return Err(e);
         }
@@ -376,9 +386,10 @@ impl Store {
     /// Delete the committed manifests `retention` does not keep.
     ///
     /// Reads the manifests without the store's lock (checkpoints commit meanwhile; the ones
-    /// that do are newer than every candidate, so never deleted here). The decision and the
-    /// deletions happen under the lock, so no view can open on a manifest being deleted; the
-    /// sync that makes them durable follows (before the GC's mark, which relies on it).
+    /// that do are newer than every candidate, so never deleted here). The deletions happen
+    /// in batches under the lock, each checked again against what must be kept, so no view
+    /// can open on a manifest being deleted; the sync that makes them durable follows (before
+    /// the GC's mark, which relies on it).
     fn apply_retention(
         &self,
         retention: &Retention,
@@ -408,19 +419,65 @@ impl Store {
             candidates.push(Candidate { id, kind: m.kind, created_unix_ms: m.created_unix_ms });
         }
 
-        let mut inner = self.shared.lock()?;
-        let Some(head) = inner.head else { return Ok(()) };
-        // Filesystem rule: the two manifests before HEAD on its chain always stay, whatever the
-        // policy, so the checkpoints just before the current one remain to fall back to.
+        let doomed: Vec<&Candidate> = {
+            let inner = self.shared.lock()?;
+            if inner.head.is_none() {
+                return Ok(());
+            }
+            let always = self.protected_from_retention(&inner, keep, &parents, listed_head.max_checkpoint_id)?;
+            let keep = select_retained(&candidates, retention, &always, now_unix_ms());
+            candidates.iter().filter(|c| !keep.contains(&c.id)).collect()
+        };
+        // Deleted a few at a time, giving way to checkpoints between batches (a first
+        // compaction may delete hundreds). What is protected is worked out again for each
+        // batch: a view, a pin or a rollback since then may protect more (never less).
+        let mut deleted = false;
+        for batch in doomed.chunks(RETENTION_DELETE_BATCH) {
+            if deleted {
+                Yielding::new(&self.shared).give_way();
+            }
+            let mut inner = self.shared.lock()?;
+            let always = self.protected_from_retention(&inner, keep, &parents, listed_head.max_checkpoint_id)?;
+            for c in batch.iter().filter(|c| !always.contains(&c.id)) {
+                if let Err(e) = st.delete(&manifest_name(c.id)) {
+                    inner.poison(&e);
+                    return Err(e);
+                }
+                deleted = true;
+                report.checkpoints_deleted += 1;
+                report.bytes_reclaimed += sizes.get(&c.id).copied().unwrap_or(0);
+            }
+        }
+        if deleted {
+            if let Err(e) = Yielding::new(&self.shared).sync() {
+                self.shared.lock()?.poison(&e);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// The checkpoints retention must keep whatever its policy says: the pinned, the viewed,
+    /// HEAD, those in `keep`, and (filesystem rule) the two manifests before HEAD on its chain,
+    /// so the checkpoints just before the current one remain to fall back to. `parents` maps
+    /// the manifests listed up to `listed_max` to their parents; later ones are read now.
+    fn protected_from_retention(
+        &self,
+        inner: &Inner,
+        keep: &BTreeSet<CheckpointId>,
+        parents: &BTreeMap<CheckpointId, CheckpointId>,
+        listed_max: CheckpointId,
+    ) -> Result<BTreeSet<CheckpointId>> {
         let mut always = inner.always_kept();
         always.extend(keep.iter().copied());
+        let Some(head) = inner.head else { return Ok(always) };
         let mut at = head.current;
         for _ in 0..PREVIOUS_MANIFESTS_KEPT {
             let parent = match parents.get(&at) {
                 Some(parent) => Some(*parent),
                 // Committed since the listing (rare: read it now, under the lock).
-                None if at > listed_head.max_checkpoint_id => {
-                    load_manifest(st, at, None)?.0.parent.map(|(parent, _)| parent)
+                None if at > listed_max => {
+                    load_manifest(self.shared.storage.as_ref(), at, None)?.0.parent.map(|(parent, _)| parent)
                 }
                 None => None,
             };
@@ -428,25 +485,7 @@ impl Store {
             always.insert(parent);
             at = parent;
         }
-        let keep = select_retained(&candidates, retention, &always, now_unix_ms());
-        let mut deleted = false;
-        for c in candidates.iter().filter(|c| !keep.contains(&c.id)) {
-            if let Err(e) = st.delete(&manifest_name(c.id)) {
-                inner.poison(&e);
-                return Err(e);
-            }
-            deleted = true;
-            report.checkpoints_deleted += 1;
-            report.bytes_reclaimed += sizes.get(&c.id).copied().unwrap_or(0);
-        }
-        drop(inner);
-        if deleted {
-            if let Err(e) = st.sync() {
-                self.shared.lock()?.poison(&e);
-                return Err(e);
-            }
-        }
-        Ok(())
+        Ok(always)
     }
 
     /// Work out the live set (every chunk a remaining manifest references) and start the
@@ -643,7 +682,7 @@ impl Store {
         copied: &mut Vec<(SegmentId, Vec<format::SegmentChunk>)>,
         report: &mut CompactionReport,
     ) -> Result<()> {
-        let st = self.shared.storage.as_ref();
+        let st = &Yielding::new(&self.shared);
         let codec = self.shared.opts.compression.codec();
         let mut writer: Option<SegmentWriter> = None;
         for id in sparse {
@@ -692,7 +731,7 @@ impl Store {
         let (bytes, chunks) = writer.finish();
         // Listed before the write: a failed write may still have left the file.
         copied.push((id, chunks));
-        self.shared.storage.put(&segment_name(id), &bytes)?;
+        Yielding::new(&self.shared).put(&segment_name(id), &bytes)?;
         report.bytes_written += bytes.len() as u64;
         Ok(())
     }
@@ -726,7 +765,7 @@ impl Store {
             }
             doomed
         };
-        let st = self.shared.storage.as_ref();
+        let st = &Yielding::new(&self.shared);
         for id in doomed {
             let name = segment_name(id);
             let size = st.size(&name).unwrap_or(0);

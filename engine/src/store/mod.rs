@@ -3,6 +3,9 @@
 mod compactor;
 mod maintenance;
 mod pipeline;
+mod yielding;
+
+pub use yielding::COMPACTION_YIELD_MAX;
 
 pub use maintenance::CompactStep;
 pub(crate) use pipeline::Done;
