@@ -760,9 +760,7 @@ impl Store {
             let protected: HashSet<SegmentId> =
                 reused.iter().filter_map(|h| inner.chunks.get(h).map(|loc| loc.segment)).collect();
             let doomed: Vec<SegmentId> = dead.into_iter().filter(|id| !protected.contains(id)).collect();
-            for id in &doomed {
-                inner.chunks.remove_segment(*id);
-            }
+            inner.chunks.remove_segments(&doomed.iter().copied().collect());
             doomed
         };
         let st = &Yielding::new(&self.shared);

@@ -6,7 +6,7 @@
 use crate::format::{self, ChunkHash, SegmentChunk, SegmentId, SEGMENT_HEADER_LEN, SEGMENT_TRAILER_LEN};
 use crate::storage::{segment_name, Storage};
 use crate::{Error, Result};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// Where a chunk is stored.
 #[derive(Clone, Copy, Debug)]
@@ -49,9 +49,11 @@ impl ChunkIndex {
         }
     }
 
-    /// Forget every chunk whose home is `segment` (it is about to be deleted).
-    pub(crate) fn remove_segment(&mut self, segment: SegmentId) {
-        self.chunks.retain(|_, loc| loc.segment != segment);
+    /// Forget every chunk whose home is one of `segments` (they are about to be deleted). One
+    /// pass over the index whatever their number: a GC's sweep does this under the store's
+    /// lock, which checkpoints wait for.
+    pub(crate) fn remove_segments(&mut self, segments: &HashSet<SegmentId>) {
+        self.chunks.retain(|_, loc| !segments.contains(&loc.segment));
     }
 
     /// Every chunk with its location.
