@@ -522,6 +522,10 @@ impl Store {
         // now is left alone, for `verify` to report.
         let mut tables = BTreeMap::new();
         let mut unreadable = Vec::new();
+        // Chunks the index lacked when copied: the homes this mark finds. Only they need adding
+        // to the store's index (under its lock): every chunk it held then, it still holds, since
+        // only this compaction removes or moves chunks.
+        let mut found: Vec<(SegmentId, format::SegmentChunk)> = Vec::new();
         let mut ids: Vec<SegmentId> = st
             .list(SEGMENTS)?
             .iter()
@@ -532,6 +536,7 @@ impl Store {
         for id in ids {
             match version::read_segment_table(st, id) {
                 Ok(table) => {
+                    found.extend(table.iter().filter(|c| !index.contains(&c.hash)).map(|c| (id, *c)));
                     index.add_segment(id, &table);
                     tables.insert(id, table);
                 }
@@ -555,11 +560,11 @@ impl Store {
         for id in unreadable {
             uses.remove(&id);
         }
-        {
+        if !found.is_empty() {
             // The store's index learns the homes found here too (the first home seen stays).
             let mut inner = self.shared.lock()?;
-            for (id, table) in &tables {
-                inner.chunks.add_segment(*id, table);
+            for (id, chunk) in &found {
+                inner.chunks.add_segment(*id, std::slice::from_ref(chunk));
             }
         }
         Ok(Some(GcPlan { uses, sizes, index, deltas, min_live_fraction: self.shared.opts.segment_live_fraction_min }))
