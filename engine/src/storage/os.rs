@@ -127,11 +127,13 @@ impl Fs for OsFs {
 
     fn write_file_paced(&self, path: &str, bytes: &[u8], piece: usize, between: &mut dyn FnMut()) -> io::Result<()> {
         let mut f = OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(self.path(path))?;
-        for part in bytes.chunks(piece.max(1)) {
+        let mut parts = bytes.chunks(piece.max(1)).peekable();
+        while let Some(part) = parts.next() {
             between();
             f.write_all(part)?;
-            // Sent to the disk now, so the final fsync has little left to wait for.
-            if self.sync {
+            // Sent to the disk now, so the final fsync has little left to wait for. The last
+            // piece is left to that fsync: a small file costs one sync, as with `write_file`.
+            if self.sync && parts.peek().is_some() {
                 f.sync_data()?;
             }
         }
