@@ -712,33 +712,15 @@ impl Store {
                 }
                 if w.len() >= checkpoint::SEGMENT_BYTES_MAX {
                     if let Some(full) = writer.take() {
-                        self.write_copy(full, copied, report)?;
+                        write_copy(st, full, copied, report)?;
                     }
                 }
             }
         }
         if let Some(last) = writer.take() {
-            self.write_copy(last, copied, report)?;
+            write_copy(st, last, copied, report)?;
         }
         st.sync()
-    }
-
-    /// Write one segment of copied chunks under its name (made durable by the caller's sync).
-    /// Through a temporary: the copy runs outside the commit lock, so a checkpoint may commit
-    /// a higher segment id meanwhile (see [`checkpoint::ChunkSink::named_directly`]).
-    fn write_copy(
-        &self,
-        writer: SegmentWriter,
-        copied: &mut Vec<(SegmentId, Vec<format::SegmentChunk>)>,
-        report: &mut CompactionReport,
-    ) -> Result<()> {
-        let id = writer.id();
-        let (bytes, chunks) = writer.finish();
-        // Listed before the write: a failed write may still have left the file.
-        copied.push((id, chunks));
-        Yielding::new(&self.shared).put(&segment_name(id), &bytes)?;
-        report.bytes_written += bytes.len() as u64;
-        Ok(())
     }
 
     /// A new segment id. Ids are allocated under the commit lock only: a checkpoint holds it
@@ -779,6 +761,24 @@ impl Store {
         }
         st.sync()
     }
+}
+
+/// Write one segment of copied chunks under its name (made durable by the caller's sync).
+/// Through a temporary: the copy runs outside the commit lock, so a checkpoint may commit a
+/// higher segment id meanwhile (see [`checkpoint::ChunkSink::named_directly`]).
+fn write_copy(
+    st: &dyn Storage,
+    writer: SegmentWriter,
+    copied: &mut Vec<(SegmentId, Vec<format::SegmentChunk>)>,
+    report: &mut CompactionReport,
+) -> Result<()> {
+    let id = writer.id();
+    let (bytes, chunks) = writer.finish();
+    // Listed before the write: a failed write may still have left the file.
+    copied.push((id, chunks));
+    st.put(&segment_name(id), &bytes)?;
+    report.bytes_written += bytes.len() as u64;
+    Ok(())
 }
 
 /// Live chunks to store as deltas if their segment is rewritten: chunk -> (base, stored bytes).

@@ -37,8 +37,8 @@ impl<'a> Yielding<'a> {
         Yielding { shared }
     }
 
-    /// Wait until no checkpoint is in flight, or [`COMPACTION_YIELD_MAX`] has passed. (A poisoned lock
-    /// ends the wait: the write that follows reports what it finds.)
+    /// Wait until no checkpoint is in flight, or [`COMPACTION_YIELD_MAX`] has passed. (A
+    /// poisoned lock ends the wait: the write that follows reports what it finds.)
     pub(crate) fn give_way(&self) {
         let deadline = Instant::now() + COMPACTION_YIELD_MAX;
         let Ok(mut inner) = self.shared.lock() else { return };
@@ -58,16 +58,11 @@ impl<'a> Yielding<'a> {
     }
 }
 
+/// Only `put`, `delete` and `sync` are what compaction calls outside the locks; `put_new` and
+/// `commit_head` give way too, so the wrapper keeps its promise whatever is called.
 impl Storage for Yielding<'_> {
     fn put(&self, name: &str, bytes: &[u8]) -> Result<()> {
         self.storage().put_paced(name, bytes, &mut || self.give_way())
-    }
-
-    fn put_paced(&self, name: &str, bytes: &[u8], between: &mut dyn FnMut()) -> Result<()> {
-        self.storage().put_paced(name, bytes, &mut || {
-            self.give_way();
-            between();
-        })
     }
 
     fn put_new(&self, name: &str, bytes: &[u8]) -> Result<()> {
