@@ -60,6 +60,13 @@ pub type CheckpointListener = std::sync::Arc<dyn Fn(&crate::CheckpointRecord) + 
 /// | [`when_busy`](Options::when_busy) | [`WhenBusy::Wait`] | what a checkpoint trigger does when that many are in flight |
 /// | [`hash_threads`](Options::hash_threads) | cores, at most 4 | threads a checkpoint cuts and hashes its chunks on |
 /// | [`listener`](Options::listener) | none | called with every checkpoint's [`crate::CheckpointRecord`] |
+///
+/// Compaction is off by default. Without it (neither [`auto_compact`](Options::auto_compact)
+/// nor [`background_compaction`](Options::background_compaction), and no call to
+/// [`crate::Store::compact`]) nothing is ever deleted or merged: every checkpoint that changes
+/// a table adds a run, and every manifest lists all the runs so far (about 37 bytes each).
+/// After 38,000 checkpoints each new manifest is 1.4 MB and the manifests together 27 GB, and
+/// an open reads every run. A store that checkpoints often needs compaction.
 #[derive(Clone)]
 pub struct Options {
     pub(crate) chunk_target_bytes: usize,

@@ -24,21 +24,45 @@ pub(crate) fn live_chunks<'a>(
     index: &ChunkIndex,
     manifests: impl IntoIterator<Item = &'a Manifest>,
 ) -> Result<(HashSet<ChunkHash>, RunIndexes)> {
-    let mut live = HashSet::new();
-    let mut run_indexes = RunIndexes::new();
+    let mut live = LiveChunks::keeping_run_indexes();
     for m in manifests {
+        live.add(storage, index, m)?;
+    }
+    Ok((live.chunks, live.run_indexes))
+}
+
+/// The chunks of manifests added one at a time, so a caller can drop each manifest once it
+/// is added (a store whose runs were never merged has manifests of every run so far: holding
+/// them all costs memory quadratic in the number of checkpoints).
+#[derive(Default)]
+pub(crate) struct LiveChunks {
+    pub(crate) chunks: HashSet<ChunkHash>,
+    run_indexes: RunIndexes,
+    keep_run_indexes: bool,
+}
+
+impl LiveChunks {
+    fn keeping_run_indexes() -> Self {
+        LiveChunks { keep_run_indexes: true, ..LiveChunks::default() }
+    }
+
+    /// Add `m`'s run index chunks and the entries chunks they list. A run met before (shared
+    /// with an earlier manifest) is not read again.
+    pub(crate) fn add(&mut self, storage: &dyn Storage, index: &ChunkIndex, m: &Manifest) -> Result<()> {
         for t in &m.tables {
             for run in &t.runs {
-                if !live.insert(run.index) {
-                    continue; // a run shared with an earlier manifest: its chunks are in already
+                if !self.chunks.insert(run.index) {
+                    continue; // its chunks are in already
                 }
                 let run_index = version::read_run_index(storage, index, &run.index)?;
-                live.extend(run_index.chunks.iter().map(|c| c.hash));
-                run_indexes.insert(run.index, run_index);
+                self.chunks.extend(run_index.chunks.iter().map(|c| c.hash));
+                if self.keep_run_indexes {
+                    self.run_indexes.insert(run.index, run_index);
+                }
             }
         }
+        Ok(())
     }
-    Ok((live, run_indexes))
 }
 
 /// One segment as the GC sees it.
