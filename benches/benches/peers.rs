@@ -1,7 +1,8 @@
 //! cairn against what a user would pick instead, on the standard workload of
 //! `../shared/BENCH.md` (16-byte keys, 100-byte values), same data, same group:
 //!
-//! - `update`: a put of an existing key: cairn, a plain `HashMap`, sled 0.34;
+//! - `update`: a put of an existing key: cairn (with the dirty set growing to every key, and
+//!   with a durable checkpoint, not timed, after every D puts), a plain `HashMap`, sled 0.34;
 //! - `round`: D updates and a durable checkpoint: cairn; sled (insert, then `flush`, which
 //!   syncs with `sync_file_range` rather than fsync on Linux); a full snapshot (serialize
 //!   everything, write, fsync, rename, fsync the directory);
@@ -96,6 +97,27 @@ fn update(c: &mut Criterion) {
         b.iter(|| {
             n = (n + 7919) % s;
             ok(table.put(&key16(n), &value100(n, 1)));
+        })
+    });
+    // The standard workload's between-checkpoints updates: a durable checkpoint (not timed)
+    // after every D puts, so the dirty set never holds more than D keys. The line above lets
+    // it grow to every key of the table, as a load without checkpoints would.
+    group.bench_function("cairn-checkpoint-every-d", |b| {
+        b.iter_custom(|iters| {
+            let mut timed = std::time::Duration::ZERO;
+            let mut left = iters;
+            while left > 0 {
+                let batch = left.min(DIRTY);
+                let start = std::time::Instant::now();
+                for _ in 0..batch {
+                    n = (n + 7919) % s;
+                    ok(table.put(&key16(n), &value100(n, 1)));
+                }
+                timed += start.elapsed();
+                left -= batch;
+                ok(store.checkpoint(b""));
+            }
+            timed
         })
     });
     let mut map = loaded_map(s);

@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-const KEYS: [&str; 19] = [
+const KEYS: [&str; 21] = [
     "load_s",
     "updates_per_s",
     "checkpoint_p50_ms",
@@ -25,6 +25,9 @@ const KEYS: [&str; 19] = [
     "checkpoint_encode_p50_ms",
     "checkpoint_commit_p50_ms",
     "commit_ops_ms",
+    // What a commit into preallocated space would give (not built; README, T1).
+    "in_place_commit_ops_ms",
+    "in_place_estimate_vs_floor",
 ];
 
 #[test]
