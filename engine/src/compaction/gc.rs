@@ -17,18 +17,48 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 /// The run index chunks the given manifests reference, read once each: by hash.
 pub(crate) type RunIndexes = HashMap<ChunkHash, RunIndex>;
 
-/// Every chunk the given manifests reference: their run index chunks and the entries chunks
-/// those list. Also returns the run indexes read, for [`delta_candidates`].
-pub(crate) fn live_chunks<'a>(
-    storage: &dyn Storage,
-    index: &ChunkIndex,
-    manifests: impl IntoIterator<Item = &'a Manifest>,
-) -> Result<(HashSet<ChunkHash>, RunIndexes)> {
-    let mut live = LiveChunks::keeping_run_indexes();
-    for m in manifests {
-        live.add(storage, index, m)?;
+/// What the GC's mark keeps of the manifests it reads one at a time: every chunk they
+/// reference with the run indexes read ([`LiveChunks`]), HEAD's manifest whole, and each run
+/// of the others once, with its table's name, for [`delta_candidates`]. Each manifest is then
+/// dropped: with runs never merged, every manifest lists every run so far, and holding them
+/// all (as the mark once did) costs memory quadratic in the number of checkpoints.
+pub(crate) struct Marked {
+    pub(crate) live: LiveChunks,
+    head_id: CheckpointId,
+    head: Option<Manifest>,
+    /// Runs of manifests other than HEAD's, each once, in the order first met.
+    older_runs: Vec<(String, ChunkHash)>,
+    seen_runs: HashSet<ChunkHash>,
+}
+
+impl Marked {
+    pub(crate) fn new(head: CheckpointId) -> Self {
+        Marked {
+            live: LiveChunks { keep_run_indexes: true, ..LiveChunks::default() },
+            head_id: head,
+            head: None,
+            older_runs: Vec::new(),
+            seen_runs: HashSet::new(),
+        }
     }
-    Ok((live.chunks, live.run_indexes))
+
+    /// Add manifest `m`'s chunks (reading its run indexes not met before), and keep what
+    /// [`delta_candidates`] needs of it.
+    pub(crate) fn add(&mut self, storage: &dyn Storage, index: &ChunkIndex, m: Manifest) -> Result<()> {
+        self.live.add(storage, index, &m)?;
+        if m.id == self.head_id {
+            self.head = Some(m);
+            return Ok(());
+        }
+        for t in &m.tables {
+            for run in &t.runs {
+                if self.seen_runs.insert(run.index) {
+                    self.older_runs.push((t.name.clone(), run.index));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The chunks of manifests added one at a time, so a caller can drop each manifest once it
@@ -42,10 +72,6 @@ pub(crate) struct LiveChunks {
 }
 
 impl LiveChunks {
-    fn keeping_run_indexes() -> Self {
-        LiveChunks { keep_run_indexes: true, ..LiveChunks::default() }
-    }
-
     /// Add `m`'s run index chunks and the entries chunks they list. A run met before (shared
     /// with an earlier manifest) is not read again.
     pub(crate) fn add(&mut self, storage: &dyn Storage, index: &ChunkIndex, m: &Manifest) -> Result<()> {
@@ -116,24 +142,22 @@ pub(crate) fn add_delta_bases(
 /// in `head`'s layout (only older retained checkpoints need it), stored whole and not a base
 /// itself, whose table in `head` has a whole entries chunk starting at the same key. After a
 /// merge rewrote a key range, that is the new chunk for the same keys: the two differ only by
-/// the entries updated in between.
-///
-/// `run_indexes` holds every run index the manifests reference ([`live_chunks`]).
+/// the entries updated in between. `head` is the manifest of HEAD among those `marked` read
+/// (none: no candidates).
 pub(crate) fn delta_candidates(
     index: &ChunkIndex,
-    manifests: &[Manifest],
-    run_indexes: &RunIndexes,
-    head: CheckpointId,
+    marked: &Marked,
     bases: &HashSet<ChunkHash>,
 ) -> Vec<(ChunkHash, ChunkHash)> {
-    let Some(head) = manifests.iter().find(|m| m.id == head) else { return Vec::new() };
-    let chunks_of = |run: &format::RunRef| run_indexes.get(&run.index).map(|r| r.chunks.as_slice()).unwrap_or_default();
+    let Some(head) = &marked.head else { return Vec::new() };
+    let run_indexes = &marked.live.run_indexes;
+    let chunks_of = |run: &ChunkHash| run_indexes.get(run).map(|r| r.chunks.as_slice()).unwrap_or_default();
     let whole = |hash: &ChunkHash| index.get(hash).is_some_and(|loc| loc.chunk.codec != Codec::Delta);
     let mut in_head = HashSet::new();
     let mut head_by_first_key: HashMap<(&str, &[u8]), ChunkHash> = HashMap::new();
     for t in &head.tables {
         for run in &t.runs {
-            for c in chunks_of(run) {
+            for c in chunks_of(&run.index) {
                 in_head.insert(c.hash);
                 if whole(&c.hash) {
                     head_by_first_key.insert((t.name.as_str(), c.first_key.as_slice()), c.hash);
@@ -141,26 +165,18 @@ pub(crate) fn delta_candidates(
             }
         }
     }
-    let mut seen_runs = HashSet::new();
     let mut candidates = Vec::new();
     let mut taken = HashSet::new();
-    for m in manifests.iter().filter(|m| m.id != head.id) {
-        for t in &m.tables {
-            for run in &t.runs {
-                if !seen_runs.insert(run.index) {
-                    continue;
-                }
-                for c in chunks_of(run) {
-                    if in_head.contains(&c.hash) || bases.contains(&c.hash) || !whole(&c.hash) {
-                        continue;
-                    }
-                    let Some(base) = head_by_first_key.get(&(t.name.as_str(), c.first_key.as_slice())) else {
-                        continue;
-                    };
-                    if taken.insert(c.hash) {
-                        candidates.push((c.hash, *base));
-                    }
-                }
+    for (table, run) in &marked.older_runs {
+        for c in chunks_of(run) {
+            if in_head.contains(&c.hash) || bases.contains(&c.hash) || !whole(&c.hash) {
+                continue;
+            }
+            let Some(base) = head_by_first_key.get(&(table.as_str(), c.first_key.as_slice())) else {
+                continue;
+            };
+            if taken.insert(c.hash) {
+                candidates.push((c.hash, *base));
             }
         }
     }

@@ -505,17 +505,12 @@ impl Store {
             (head, inner.chunks.clone())
         };
         let st = self.shared.storage.as_ref();
-        let mut manifests = Vec::new();
-        for name in st.list(MANIFESTS)? {
-            if let Some(id) = parse_manifest_name(&name).filter(|id| *id <= head.max_checkpoint_id) {
-                match load_manifest(st, id, None) {
-                    Ok((m, _, _)) => manifests.push(m),
-                    // Deleted since the listing (`delete_checkpoint`): it needs nothing.
-                    Err(Error::NotFound(_)) => {}
-                    Err(e) => return Err(e),
-                }
-            }
-        }
+        let manifest_ids: Vec<CheckpointId> = st
+            .list(MANIFESTS)?
+            .iter()
+            .filter_map(|name| parse_manifest_name(name))
+            .filter(|id| *id <= head.max_checkpoint_id)
+            .collect();
         // Read every committed segment's table first. A segment whose table did not read at
         // open (a passing error) may hold live chunks the index lacks: indexing it now gives
         // them a home, so it cannot be taken for dead. A segment whose table does not read
@@ -543,11 +538,20 @@ impl Store {
                 Err(_) => unreadable.push(id),
             }
         }
-        let (mut live, run_indexes) = gc::live_chunks(st, &index, &manifests)?;
-        let bases = gc::add_delta_bases(st, &index, &mut live)?;
-        let candidates = gc::delta_candidates(&index, &manifests, &run_indexes, head.current, &bases);
+        // Each manifest is read, marked and dropped, one at a time (`gc::Marked`).
+        let mut marked = gc::Marked::new(head.current);
+        for id in manifest_ids {
+            match load_manifest(st, id, None) {
+                Ok((m, _, _)) => marked.add(st, &index, m)?,
+                // Deleted since the listing (`delete_checkpoint`): it needs nothing.
+                Err(Error::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let bases = gc::add_delta_bases(st, &index, &mut marked.live.chunks)?;
+        let candidates = gc::delta_candidates(&index, &marked, &bases);
         let deltas = self.plan_deltas(&index, candidates)?;
-        let mut uses = gc::segment_use(&index, &live, head.max_segment_id);
+        let mut uses = gc::segment_use(&index, &marked.live.chunks, head.max_segment_id);
         // Each segment's chunk bytes, framing excluded, so a wholly live segment has a live
         // fraction of exactly 1 and is never rewritten again. A segment that is home to no
         // chunk (every chunk in it has a newer copy, e.g. after a crash between a rewrite and

@@ -1,13 +1,14 @@
-//! `Store::stats` on a store whose runs were never merged: every manifest lists every run so
-//! far, so the manifests together grow with the square of the number of checkpoints. `stats`
-//! must add each manifest's chunks to its live set and drop it, not hold them all (which made
-//! `cairn stat` and the demo's last step take 24 GB after 38,000 checkpoints).
+//! A store whose runs were never merged: every manifest lists every run so far, so the
+//! manifests together grow with the square of the number of checkpoints. `Store::stats` and
+//! the GC's mark (which compaction runs after merging) must each add one manifest's chunks to
+//! their live set and drop it, not hold them all (which made `cairn stat` and the demo's last
+//! step take 24 GB after 38,000 checkpoints).
 //!
-//! The heap is counted by a global allocator, so this test has its binary to itself: nothing
-//! else allocates while `stats` runs.
+//! The heap is counted by a global allocator, so this binary holds one test: nothing else
+//! allocates while the figures are taken.
 
 use cairn::storage::SimFs;
-use cairn::{Options, Result};
+use cairn::{CompactStep, Options, Result, Retention};
 use cairn_tests::sim_store;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -58,7 +59,7 @@ unsafe impl GlobalAlloc for Counting {
 static ALLOCATOR: Counting = Counting;
 
 #[test]
-fn stats_of_a_store_never_compacted_holds_one_manifest_at_a_time() -> Result<()> {
+fn stats_and_the_gc_of_a_store_never_compacted_hold_one_manifest_at_a_time() -> Result<()> {
     const CHECKPOINTS: u32 = 800;
     let fs = SimFs::new();
     let store = sim_store(&fs, Options::new())?;
@@ -82,5 +83,27 @@ fn stats_of_a_store_never_compacted_holds_one_manifest_at_a_time() -> Result<()>
     // the largest alone is about 30 KB. Holding one at a time, `stats` needs well under 2 MB.
     assert!(written > 10_000_000, "the manifests together are large: {written} bytes");
     assert!(extra < 2_000_000, "stats held {extra} bytes at once");
+
+    // Compaction keeping every checkpoint: the merge writes a compaction checkpoint of few
+    // runs, then the GC's mark reads all 801 manifests. Counted from the end of retention to
+    // the end of the mark.
+    let (mut start, mut marked) = (0, None);
+    let report = store.compact_with_hook(&Retention::keep_all(), |step| {
+        match step {
+            CompactStep::RetentionApplied => {
+                start = LIVE.load(Ordering::Relaxed);
+                PEAK.store(start, Ordering::Relaxed);
+            }
+            CompactStep::Marked => marked = Some(PEAK.load(Ordering::Relaxed)),
+            _ => {}
+        }
+        Ok(())
+    })?;
+    let after = store.stats()?;
+    assert_eq!(after.checkpoints, u64::from(CHECKPOINTS) + 1, "every checkpoint kept, one merged: {report:?}");
+    assert!(after.head_runs < runs, "the head's runs were merged: {after:?}");
+    let Some(peak) = marked else { panic!("the mark never ran: {report:?}") };
+    let extra = peak.saturating_sub(start);
+    assert!(extra < 2_000_000, "the GC's mark held {extra} bytes at once");
     Ok(())
 }
