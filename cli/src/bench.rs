@@ -327,8 +327,9 @@ fn run(args: &BenchArgs) -> Result<(), CliError> {
     let fsync_ms = fsync_floor(&args.dir)?;
     let write_mb_per_s = bandwidth_floor(&args.dir)?;
     // A segment of the dirty payload plus a 2.4% framing, as the rounds write (T2).
-    let commit_ops_ms = commit_ops_floor(&args.dir, (payload + payload * 24 / 1000) as usize)?;
-    let in_place_ops_ms = in_place_commit_ops_floor(&args.dir, (payload + payload * 24 / 1000) as usize)?;
+    let segment_bytes = (payload + payload * 24 / 1000) as usize;
+    let commit_ops_ms = commit_ops_floor(&args.dir, segment_bytes)?;
+    let in_place_ops_ms = in_place_commit_ops_floor(&args.dir, segment_bytes)?;
     let hashmap_update_ms = hashmap_floor_in_child(args)?;
     let chooser = Chooser::new(s, args.zipf);
     // Count cairn only from here.

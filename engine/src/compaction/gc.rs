@@ -18,12 +18,12 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 pub(crate) type RunIndexes = HashMap<ChunkHash, RunIndex>;
 
 /// What the GC's mark keeps of the manifests it reads one at a time: every chunk they
-/// reference with the run indexes read ([`LiveChunks`]), HEAD's manifest whole, and each run
-/// of the others once, with its table's name, for [`delta_candidates`]. Each manifest is then
-/// dropped: with runs never merged, every manifest lists every run so far, and holding them
-/// all (as the mark once did) costs memory quadratic in the number of checkpoints.
+/// reference ([`add_live_chunks`]) with the run indexes read, HEAD's manifest whole, and each
+/// run of the others once, with its table's name, for [`delta_candidates`]. Each manifest is
+/// then dropped (holding them all, as the mark once did, grows quadratically).
 pub(crate) struct Marked {
-    pub(crate) live: LiveChunks,
+    pub(crate) live: HashSet<ChunkHash>,
+    run_indexes: RunIndexes,
     head_id: CheckpointId,
     head: Option<Manifest>,
     /// Runs of manifests other than HEAD's, each once, in the order first met.
@@ -34,7 +34,8 @@ pub(crate) struct Marked {
 impl Marked {
     pub(crate) fn new(head: CheckpointId) -> Self {
         Marked {
-            live: LiveChunks { keep_run_indexes: true, ..LiveChunks::default() },
+            live: HashSet::new(),
+            run_indexes: RunIndexes::new(),
             head_id: head,
             head: None,
             older_runs: Vec::new(),
@@ -45,7 +46,10 @@ impl Marked {
     /// Add manifest `m`'s chunks (reading its run indexes not met before), and keep what
     /// [`delta_candidates`] needs of it.
     pub(crate) fn add(&mut self, storage: &dyn Storage, index: &ChunkIndex, m: Manifest) -> Result<()> {
-        self.live.add(storage, index, &m)?;
+        let run_indexes = &mut self.run_indexes;
+        add_live_chunks(storage, index, &m, &mut self.live, |hash, run_index| {
+            run_indexes.insert(hash, run_index);
+        })?;
         if m.id == self.head_id {
             self.head = Some(m);
             return Ok(());
@@ -61,34 +65,29 @@ impl Marked {
     }
 }
 
-/// The chunks of manifests added one at a time, so a caller can drop each manifest once it
-/// is added (a store whose runs were never merged has manifests of every run so far: holding
-/// them all costs memory quadratic in the number of checkpoints).
-#[derive(Default)]
-pub(crate) struct LiveChunks {
-    pub(crate) chunks: HashSet<ChunkHash>,
-    run_indexes: RunIndexes,
-    keep_run_indexes: bool,
-}
-
-impl LiveChunks {
-    /// Add `m`'s run index chunks and the entries chunks they list. A run met before (shared
-    /// with an earlier manifest) is not read again.
-    pub(crate) fn add(&mut self, storage: &dyn Storage, index: &ChunkIndex, m: &Manifest) -> Result<()> {
-        for t in &m.tables {
-            for run in &t.runs {
-                if !self.chunks.insert(run.index) {
-                    continue; // its chunks are in already
-                }
-                let run_index = version::read_run_index(storage, index, &run.index)?;
-                self.chunks.extend(run_index.chunks.iter().map(|c| c.hash));
-                if self.keep_run_indexes {
-                    self.run_indexes.insert(run.index, run_index);
-                }
+/// Add to `live` the chunks manifest `m` references: its run index chunks and the entries
+/// chunks they list. A run already in `live` (shared with a manifest added before) is not
+/// read again; each run index read is handed to `read`. Callers add manifests one at a time
+/// and drop each: a store whose runs were never merged has manifests of every run so far,
+/// and holding them all costs memory quadratic in the number of checkpoints.
+pub(crate) fn add_live_chunks(
+    storage: &dyn Storage,
+    index: &ChunkIndex,
+    m: &Manifest,
+    live: &mut HashSet<ChunkHash>,
+    mut read: impl FnMut(ChunkHash, RunIndex),
+) -> Result<()> {
+    for t in &m.tables {
+        for run in &t.runs {
+            if !live.insert(run.index) {
+                continue; // its chunks are in already
             }
+            let run_index = version::read_run_index(storage, index, &run.index)?;
+            live.extend(run_index.chunks.iter().map(|c| c.hash));
+            read(run.index, run_index);
         }
-        Ok(())
     }
+    Ok(())
 }
 
 /// One segment as the GC sees it.
@@ -150,7 +149,7 @@ pub(crate) fn delta_candidates(
     bases: &HashSet<ChunkHash>,
 ) -> Vec<(ChunkHash, ChunkHash)> {
     let Some(head) = &marked.head else { return Vec::new() };
-    let run_indexes = &marked.live.run_indexes;
+    let run_indexes = &marked.run_indexes;
     let chunks_of = |run: &ChunkHash| run_indexes.get(run).map(|r| r.chunks.as_slice()).unwrap_or_default();
     let whole = |hash: &ChunkHash| index.get(hash).is_some_and(|loc| loc.chunk.codec != Codec::Delta);
     let mut in_head = HashSet::new();

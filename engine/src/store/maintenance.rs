@@ -548,10 +548,10 @@ impl Store {
                 Err(e) => return Err(e),
             }
         }
-        let bases = gc::add_delta_bases(st, &index, &mut marked.live.chunks)?;
+        let bases = gc::add_delta_bases(st, &index, &mut marked.live)?;
         let candidates = gc::delta_candidates(&index, &marked, &bases);
         let deltas = self.plan_deltas(&index, candidates)?;
-        let mut uses = gc::segment_use(&index, &marked.live.chunks, head.max_segment_id);
+        let mut uses = gc::segment_use(&index, &marked.live, head.max_segment_id);
         // Each segment's chunk bytes, framing excluded, so a wholly live segment has a live
         // fraction of exactly 1 and is never rewritten again. A segment that is home to no
         // chunk (every chunk in it has a newer copy, e.g. after a crash between a rewrite and

@@ -721,7 +721,7 @@ impl Store {
         // Each manifest is dropped once its chunks are added: with runs never merged, every
         // manifest lists every run so far, and holding them all grew quadratically.
         // A run index in an unreadable segment leaves live bytes unknown (0); `verify` names it.
-        let mut live = Some(crate::compaction::gc::LiveChunks::default());
+        let mut live = Some(HashSet::new());
         for (id, name) in list_ids(st, MANIFESTS, parse_manifest_name)? {
             if id.0 <= max_checkpoint {
                 let Some((size, (manifest, ..))) = unless_gone(st.size(&name).and_then(|size| {
@@ -733,14 +733,15 @@ impl Store {
                 };
                 stats.checkpoints += 1;
                 stats.bytes_on_disk += size;
-                if live.as_mut().is_some_and(|l| l.add(st, &index, &manifest).is_err()) {
+                if live.as_mut().is_some_and(|l| {
+                    crate::compaction::gc::add_live_chunks(st, &index, &manifest, l, |_, _| {}).is_err()
+                }) {
                     live = None;
                 }
             }
         }
         if let Some(live) = live {
-            stats.live_bytes =
-                live.chunks.iter().filter_map(|h| index.get(h)).map(|l| u64::from(l.chunk.raw_len)).sum();
+            stats.live_bytes = live.iter().filter_map(|h| index.get(h)).map(|l| u64::from(l.chunk.raw_len)).sum();
         }
         for (id, name) in list_ids(st, SEGMENTS, parse_segment_name)? {
             if id.0 <= max_segment {
