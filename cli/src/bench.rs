@@ -14,7 +14,8 @@
 //! of a checkpoint is CPU work and how much is the protocol's I/O.
 
 use crate::{emit, CliError};
-use cairn::{CheckpointRecord, Options, Outcome, Store};
+use cairn::storage::{manifest_name, segment_name, LocalStorage};
+use cairn::{CheckpointId, CheckpointRecord, Options, Outcome, SegmentId, Storage, Store};
 use cairn_benches::{key16, value100};
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -156,8 +157,22 @@ fn fsync_floor(dir: &Path) -> Result<f64, CliError> {
     Ok(median(&mut times))
 }
 
-/// Sequential write bandwidth: 256 MiB in 1 MiB writes and one fsync, in MB/s.
+/// Sequential write bandwidth: 256 MiB in 1 MiB writes and one fsync, in MB/s, the better of
+/// two passes.
+///
+/// Why two: on this project's machine class (a VM) writing into page-cache pages the host
+/// has not backed yet costs several times more than into pages freed a moment ago, so one
+/// pass measured 200-400 MB/s or 600-1,300 MB/s depending on what the previous process left.
+/// The second pass reuses the first one's pages; the better pass is the floor.
 fn bandwidth_floor(dir: &Path) -> Result<f64, CliError> {
+    let mut best: f64 = 0.0;
+    for _ in 0..2 {
+        best = best.max(bandwidth_pass(dir)?);
+    }
+    Ok(best)
+}
+
+fn bandwidth_pass(dir: &Path) -> Result<f64, CliError> {
     let path = dir.join("floor-seq");
     let mut f = File::create(&path).map_err(|e| io("floor file", e))?;
     let block = vec![0xa5u8; 1 << 20];
@@ -167,47 +182,32 @@ fn bandwidth_floor(dir: &Path) -> Result<f64, CliError> {
     }
     f.sync_all().map_err(|e| io("floor fsync", e))?;
     let secs = t.elapsed().as_secs_f64();
+    drop(f);
     std::fs::remove_file(&path).ok();
     Ok(256.0 * 1_048_576.0 / 1e6 / secs)
 }
 
-/// The file operations of a checkpoint's commit (`format-spec.md` 6.1) without the engine, in
-/// ms (median of 20): create a segment of `segment_bytes` and a 1 KiB manifest, each written
-/// and synced; sync their two directories; write HEAD's temporary, sync it, rename it over
-/// HEAD and sync the directory. Kept in step with `checkpoint::commit_staged` by hand.
+/// The file operations of a checkpoint's commit (`format-spec.md` 6.1) without the rest of
+/// the engine, in ms (median of 20): through the local backend's own primitives, as
+/// `checkpoint::commit_staged` calls them, a segment of `segment_bytes` and a 1 KiB manifest
+/// each created and synced (`put_new`), their directories synced (`sync`), then HEAD replaced
+/// (`commit_head`), in a scratch directory of its own.
 fn commit_ops_floor(dir: &Path, segment_bytes: usize) -> Result<f64, CliError> {
-    let (segments, manifests) = (dir.join("floor-segments"), dir.join("floor-manifests"));
-    for d in [&segments, &manifests] {
-        std::fs::create_dir_all(d).map_err(|e| io("floor directory", e))?;
-    }
-    let create_synced = |path: &Path, bytes: &[u8]| -> Result<(), CliError> {
-        let mut f = OpenOptions::new().write(true).create_new(true).open(path).map_err(|e| io("floor file", e))?;
-        f.write_all(bytes).map_err(|e| io("floor write", e))?;
-        f.sync_all().map_err(|e| io("floor fsync", e))
-    };
-    let sync_dir = |d: &Path| File::open(d).and_then(|f| f.sync_all()).map_err(|e| io("floor directory fsync", e));
+    let root = dir.join("floor-commit");
+    let storage = LocalStorage::open(&root, true, true, false)?;
     let (segment, manifest, head) = (vec![0x5au8; segment_bytes], vec![0xa5u8; 1024], [0x3cu8; 104]);
     let mut times = Vec::with_capacity(20);
-    for i in 0..20 {
-        let (seg, man) = (segments.join(format!("{i}.seg")), manifests.join(format!("{i}.man")));
+    for i in 1..=20u64 {
+        let (seg, man) = (segment_name(SegmentId(i)), manifest_name(CheckpointId(i)));
         let t = Instant::now();
-        create_synced(&seg, &segment)?;
-        create_synced(&man, &manifest)?;
-        sync_dir(&manifests)?;
-        sync_dir(&segments)?;
-        let tmp = dir.join("floor-HEAD.tmp");
-        File::create(&tmp)
-            .and_then(|mut f| f.write_all(&head).and_then(|()| f.sync_all()))
-            .map_err(|e| io("floor write", e))?;
-        std::fs::rename(&tmp, dir.join("floor-HEAD")).map_err(|e| io("floor rename", e))?;
-        sync_dir(dir)?;
+        storage.put_new(&seg, &segment)?;
+        storage.put_new(&man, &manifest)?;
+        storage.sync()?;
+        storage.commit_head(&head)?;
         times.push(ms(t.elapsed()));
-        std::fs::remove_file(&seg).and_then(|()| std::fs::remove_file(&man)).map_err(|e| io("floor file", e))?;
     }
-    for d in [&segments, &manifests] {
-        std::fs::remove_dir_all(d).ok();
-    }
-    std::fs::remove_file(dir.join("floor-HEAD")).ok();
+    drop(storage);
+    std::fs::remove_dir_all(&root).ok();
     Ok(median(&mut times))
 }
 
