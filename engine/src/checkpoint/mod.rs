@@ -20,6 +20,7 @@ use crate::storage::{manifest_name, segment_name, Storage};
 use crate::version::check_manifest_invariants;
 use crate::{Error, Result};
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// A committed checkpoint, as persist leaves it.
@@ -76,6 +77,40 @@ pub(crate) struct ChunkSink<'a> {
     /// Whether segments are created under their names ([`ChunkSink::named_directly`]) rather
     /// than through a temporary.
     direct: bool,
+    /// Where full segments are written by a thread of their own
+    /// ([`ChunkSink::spilling_in_background`]), and that thread once started.
+    background: Option<(Arc<dyn Storage>, Option<BackgroundSpill>)>,
+}
+
+/// The thread writing a sink's full segments while the sink cuts the next one.
+struct BackgroundSpill {
+    /// Hands it a segment; bounded at none waiting, so at most two segments are in memory:
+    /// the one being written and the one being cut.
+    segments: crossbeam_channel::Sender<StagedSegment>,
+    /// Its result: the segments written (bytes released), and the first error met, after
+    /// which it writes nothing more.
+    written: std::thread::JoinHandle<(Vec<StagedSegment>, Option<Error>)>,
+}
+
+impl BackgroundSpill {
+    fn start(storage: Arc<dyn Storage>, direct: bool) -> std::io::Result<BackgroundSpill> {
+        let (segments, received) = crossbeam_channel::bounded::<StagedSegment>(0);
+        let written = std::thread::Builder::new().name("cairn-spill".into()).spawn(move || {
+            let (mut written, mut error) = (Vec::new(), None);
+            for mut segment in received {
+                if error.is_some() {
+                    continue;
+                }
+                let bytes = segment.bytes.take().unwrap_or_default();
+                match put_segment(storage.as_ref(), segment.id, &bytes, direct) {
+                    Ok(()) => written.push(segment),
+                    Err(e) => error = Some(e),
+                }
+            }
+            (written, error)
+        })?;
+        Ok(BackgroundSpill { segments, written })
+    }
 }
 
 /// A segment a sink built: encoded and not yet written, or written by a spilling sink.
@@ -114,6 +149,7 @@ impl<'a> ChunkSink<'a> {
             spill_error: None,
             spill_below: None,
             direct: false,
+            background: None,
         }
     }
 
@@ -141,6 +177,33 @@ impl<'a> ChunkSink<'a> {
         self
     }
 
+    /// [`ChunkSink::spilling`], with each full segment written by a thread of its own while
+    /// this one cuts and hashes the next: a large checkpoint's (a load's) writes then overlap
+    /// its encoding instead of following each segment. The thread starts at the first full
+    /// segment, so a checkpoint of one segment starts none.
+    pub(crate) fn spilling_in_background(mut self, storage: Arc<dyn Storage>) -> Self {
+        self.background = Some((storage, None));
+        self
+    }
+
+    /// Wait for the background writer (if one started) and take its result: the segments it
+    /// wrote join `spilled`, its error (if none came first) `spill_error`.
+    fn join_background(&mut self) {
+        let Some((_, started)) = &mut self.background else { return };
+        let Some(BackgroundSpill { segments, written }) = started.take() else { return };
+        drop(segments);
+        match written.join() {
+            Ok((written, error)) => {
+                self.spilled.extend(written);
+                if self.spill_error.is_none() {
+                    self.spill_error = error;
+                }
+            }
+            // Writing cannot panic short of memory exhaustion; if it did, so does this thread.
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+
     /// Never write a segment with an id of `limit` or above (they were not reserved for this
     /// sink): reaching it is an error, returned by the commit or [`Staged::write`].
     pub(crate) fn below(mut self, limit: SegmentId) -> Self {
@@ -148,8 +211,10 @@ impl<'a> ChunkSink<'a> {
         self
     }
 
-    /// Delete the segments this sink wrote already and make that durable.
-    pub(crate) fn discard_spilled(&self, storage: &dyn Storage) -> Result<()> {
+    /// Delete the segments this sink wrote already and make that durable (after waiting for
+    /// a background writer to end).
+    pub(crate) fn discard_spilled(&mut self, storage: &dyn Storage) -> Result<()> {
+        self.join_background();
         discard(storage, &self.spilled)
     }
 
@@ -189,10 +254,10 @@ impl<'a> ChunkSink<'a> {
     fn roll_over(&mut self) {
         let next = SegmentWriter::new(SegmentId(self.segment.id().0 + 1));
         let full = std::mem::replace(&mut self.segment, next);
-        let Some(storage) = self.spill else {
+        if self.spill.is_none() && self.background.is_none() {
             self.finished.push(full);
             return;
-        };
+        }
         // After a failed write the commit fails with that error: the rest need not be kept.
         if self.spill_below.is_some_and(|limit| full.id() >= limit) && self.spill_error.is_none() {
             self.spill_error = Some(Error::InvalidArgument(format!(
@@ -200,8 +265,29 @@ impl<'a> ChunkSink<'a> {
                 full.id().0
             )));
         }
-        if self.spill_error.is_none() {
-            let mut staged = StagedSegment::encode(full);
+        if self.spill_error.is_some() {
+            return;
+        }
+        let mut staged = StagedSegment::encode(full);
+        if let Some((storage, started)) = &mut self.background {
+            let spill = match started {
+                Some(spill) => Ok(spill),
+                None => BackgroundSpill::start(storage.clone(), self.direct).map(|spill| started.insert(spill)),
+            };
+            match spill {
+                // A send fails only if the writer has gone (it ended on a panic): the join
+                // that follows reports that.
+                Ok(spill) => {
+                    if let Err(unsent) = spill.segments.send(staged) {
+                        drop(unsent);
+                        self.join_background();
+                    }
+                }
+                Err(e) => self.spill_error = Some(Error::io("spawn", "the segment writer thread", e)),
+            }
+            return;
+        }
+        if let Some(storage) = self.spill {
             let bytes = staged.bytes.take().unwrap_or_default();
             match put_segment(storage, staged.id, &bytes, self.direct) {
                 Ok(()) => self.spilled.push(staged),
@@ -626,6 +712,7 @@ pub(crate) struct Staged {
 impl Staged {
     /// Encode the sink's segments still in memory.
     pub(crate) fn from_sink(mut sink: ChunkSink<'_>) -> Self {
+        sink.join_background();
         let mut segments = std::mem::take(&mut sink.spilled);
         let spill_error = sink.spill_error.take();
         let direct = sink.direct;
@@ -896,6 +983,61 @@ mod tests {
         let result = Staged::from_sink(sink).write(&storage);
         assert!(matches!(result, Err(Error::InvalidArgument(ref m)) if m.contains("reserved")), "{result:?}");
         assert_eq!(fs.files().into_iter().filter(|f| f.starts_with("segments/")).count(), 2);
+    }
+
+    /// A sink spilling in the background writes every full segment as a sink spilling on its
+    /// own thread does, while it cuts the next; the first write error reaches the commit and
+    /// nothing is written after it; discarding waits for the writer and deletes what it wrote.
+    #[test]
+    fn a_background_spill_writes_what_a_spill_on_this_thread_writes() {
+        let fill = |sink: &mut ChunkSink<'_>| {
+            sink.chunks_max = 1;
+            for i in 0u8..6 {
+                sink.add(ChunkKind::Entries, &[i; 10]);
+            }
+        };
+        let segments = |fs: &SimFs| -> Vec<(String, Option<Vec<u8>>)> {
+            fs.files().into_iter().filter(|f| f.starts_with("segments/")).map(|f| (f.clone(), fs.file(&f))).collect()
+        };
+        let background = |fs: &SimFs| {
+            let storage: Arc<dyn Storage> = Arc::new(fs.storage());
+            let mut sink = ChunkSink::new(&|_| false, SegmentId(1), &Options::new())
+                .spilling_in_background(storage.clone())
+                .named_directly();
+            fill(&mut sink);
+            (sink, storage)
+        };
+
+        let here = SimFs::new();
+        let here_storage = here.storage();
+        let mut sink =
+            ChunkSink::new(&|_| false, SegmentId(1), &Options::new()).spilling(&here_storage).named_directly();
+        fill(&mut sink);
+        let staged_here = Staged::from_sink(sink);
+        let fs = SimFs::new();
+        let (sink, _) = background(&fs);
+        let staged = Staged::from_sink(sink);
+        let ids: Vec<SegmentId> = (1..=6).map(SegmentId).collect();
+        assert_eq!(staged.segment_ids(), ids);
+        assert_eq!(staged_here.segment_ids(), ids);
+        // Five written, the sixth still in memory for the commit; the same bytes either way.
+        assert_eq!(segments(&fs).len(), 5);
+        assert!(segments(&fs) == segments(&here));
+
+        // The write of the second segment fails (each is a write and an fsync): the commit
+        // gets the error, and no later segment is written.
+        let failing = SimFs::new();
+        failing.fail_at(failing.ops() + 3, false);
+        let (sink, storage) = background(&failing);
+        let result = Staged::from_sink(sink).write(storage.as_ref());
+        assert!(matches!(result, Err(Error::Io { .. })), "{result:?}");
+        assert_eq!(segments(&failing).into_iter().map(|(f, _)| f).collect::<Vec<_>>(), [segment_name(SegmentId(1))]);
+
+        // Discarding deletes every segment written, once the writer is done.
+        let discarded = SimFs::new();
+        let (mut sink, storage) = background(&discarded);
+        assert_eq!(sink.discard_spilled(storage.as_ref()).map_err(|e| e.to_string()), Ok(()));
+        assert!(segments(&discarded).is_empty(), "{:?}", segments(&discarded));
     }
 
     /// A run of `SPLIT_MIN_ENTRIES` or more is cut as two parts, the second on a helper

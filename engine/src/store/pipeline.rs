@@ -4,7 +4,8 @@
 //! (O(tables), no copying, no I/O, no hashing) under the store's lock, and handed as a [`Job`]
 //! over a crossbeam channel to the store's one pipeline thread. That thread turns the dirty
 //! sets into sorted entries, cuts and hashes chunks (in parallel, see `checkpoint/`), writes
-//! the new segments and the manifest, and commits HEAD. Meanwhile the tables stay readable and
+//! the new segments (a large checkpoint's full ones on a writer thread of their own, while the
+//! rest is cut) and the manifest, and commits HEAD. Meanwhile the tables stay readable and
 //! writable; writes made after the capture belong to the next checkpoint.
 //!
 //! Invariants this room keeps:
@@ -344,7 +345,8 @@ fn persist(
     };
     let encode_started = Instant::now();
     // This job holds the commit lock until its commit or discard (invariant 3).
-    let mut sink = ChunkSink::new(&stored, first_segment, opts).spilling(shared.storage.as_ref()).named_directly();
+    let mut sink =
+        ChunkSink::new(&stored, first_segment, opts).spilling_in_background(shared.storage.clone()).named_directly();
     let mut new_runs: Vec<(String, Vec<RunRef>)> = Vec::new();
     let mut dirty_keys = 0u64;
     for (name, table_entries) in entries.iter_mut() {
