@@ -82,14 +82,16 @@ pub(crate) struct ChunkSink<'a> {
     background: Option<(Arc<dyn Storage>, Option<BackgroundSpill>)>,
 }
 
-/// The thread writing a sink's full segments while the sink cuts the next one.
+/// The thread writing a sink's full segments while the sink cuts the next one. Dropped
+/// (the sink given up on an error path), it still waits for the writer, so no segment write
+/// outlives the checkpoint that holds the commit lock for it.
 struct BackgroundSpill {
     /// Hands it a segment; bounded at none waiting, so at most two segments are in memory:
-    /// the one being written and the one being cut.
-    segments: crossbeam_channel::Sender<StagedSegment>,
+    /// the one being written and the one being cut. `None` once closed.
+    segments: Option<crossbeam_channel::Sender<StagedSegment>>,
     /// Its result: the segments written (bytes released), and the first error met, after
-    /// which it writes nothing more.
-    written: std::thread::JoinHandle<(Vec<StagedSegment>, Option<Error>)>,
+    /// which it writes nothing more. `None` once taken.
+    written: Option<std::thread::JoinHandle<(Vec<StagedSegment>, Option<Error>)>>,
 }
 
 impl BackgroundSpill {
@@ -109,7 +111,25 @@ impl BackgroundSpill {
             }
             (written, error)
         })?;
-        Ok(BackgroundSpill { segments, written })
+        Ok(BackgroundSpill { segments: Some(segments), written: Some(written) })
+    }
+
+    /// Hand it `segment`; `false` if the writer is gone (it ended on a panic).
+    fn send(&self, segment: StagedSegment) -> bool {
+        self.segments.as_ref().is_some_and(|s| s.send(segment).is_ok())
+    }
+
+    /// Close the channel and wait for the writer; its result, the first time.
+    fn finish(&mut self) -> Option<std::thread::Result<(Vec<StagedSegment>, Option<Error>)>> {
+        self.segments = None;
+        self.written.take().map(std::thread::JoinHandle::join)
+    }
+}
+
+impl Drop for BackgroundSpill {
+    fn drop(&mut self) {
+        // Whatever it wrote is above HEAD's marks, so deleted at the next open.
+        let _ = self.finish();
     }
 }
 
@@ -189,18 +209,17 @@ impl<'a> ChunkSink<'a> {
     /// Wait for the background writer (if one started) and take its result: the segments it
     /// wrote join `spilled`, its error (if none came first) `spill_error`.
     fn join_background(&mut self) {
-        let Some((_, started)) = &mut self.background else { return };
-        let Some(BackgroundSpill { segments, written }) = started.take() else { return };
-        drop(segments);
-        match written.join() {
-            Ok((written, error)) => {
+        let Some((_, Some(spill))) = &mut self.background else { return };
+        match spill.finish() {
+            Some(Ok((written, error))) => {
                 self.spilled.extend(written);
                 if self.spill_error.is_none() {
                     self.spill_error = error;
                 }
             }
             // Writing cannot panic short of memory exhaustion; if it did, so does this thread.
-            Err(panic) => std::panic::resume_unwind(panic),
+            Some(Err(panic)) => std::panic::resume_unwind(panic),
+            None => {}
         }
     }
 
@@ -278,8 +297,7 @@ impl<'a> ChunkSink<'a> {
                 // A send fails only if the writer has gone (it ended on a panic): the join
                 // that follows reports that.
                 Ok(spill) => {
-                    if let Err(unsent) = spill.segments.send(staged) {
-                        drop(unsent);
+                    if !spill.send(staged) {
                         self.join_background();
                     }
                 }
@@ -905,6 +923,7 @@ mod tests {
     use crate::state::{Key, Value};
     use crate::storage::{SimFs, SimStorage};
     use crate::version::{self, ChunkIndex};
+    use std::sync::atomic::{AtomicBool, Ordering};
 
     /// A segment finished in memory: its id, bytes and chunk table.
     type Finished = (SegmentId, Vec<u8>, Vec<SegmentChunk>);
@@ -1038,6 +1057,40 @@ mod tests {
         let (mut sink, storage) = background(&discarded);
         assert_eq!(sink.discard_spilled(storage.as_ref()).map_err(|e| e.to_string()), Ok(()));
         assert!(segments(&discarded).is_empty(), "{:?}", segments(&discarded));
+    }
+
+    /// A sink given up without its commit or discard (an error path) waits, as it is dropped,
+    /// for the segment its writer is writing: no write outlives the checkpoint, which holds
+    /// the commit lock for those ids only until it returns.
+    #[test]
+    fn a_dropped_background_spill_waits_for_its_writer() {
+        let fs = SimFs::new();
+        let storage: Arc<dyn Storage> = Arc::new(fs.storage());
+        let mut sink =
+            ChunkSink::new(&|_| false, SegmentId(1), &Options::new()).spilling_in_background(storage).named_directly();
+        sink.chunks_max = 1;
+        fs.hold_writes();
+        // The second chunk closes the first segment: the writer takes it and waits at the gate.
+        for i in 0u8..2 {
+            sink.add(ChunkKind::Entries, &[i; 10]);
+        }
+        fs.wait_for_held_write();
+        let dropped = AtomicBool::new(false);
+        let early = std::thread::scope(|scope| {
+            let watcher = scope.spawn(|| {
+                // Not proof of waiting on its own (the drop might just be slow), but a drop
+                // that did not wait would be done long before this.
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                let early = dropped.load(Ordering::SeqCst);
+                fs.release_writes();
+                early
+            });
+            drop(sink);
+            dropped.store(true, Ordering::SeqCst);
+            watcher.join().unwrap_or(true)
+        });
+        assert!(!early, "dropped while its segment was still being written");
+        assert_eq!(fs.files().into_iter().filter(|f| f.starts_with("segments/")).count(), 1);
     }
 
     /// A run of `SPLIT_MIN_ENTRIES` or more is cut as two parts, the second on a helper

@@ -11,6 +11,11 @@ use std::sync::Mutex;
 
 /// The local filesystem under one store directory. Holds the directory's exclusive lock
 /// (`DIR/LOCK`, an advisory `flock`) for as long as it lives.
+///
+/// On Linux, with syncing on, objects of 64 KiB or more created under their names (a
+/// checkpoint's segments) are written with direct I/O through a 4 MiB aligned buffer kept
+/// for the life of the store (`format-spec.md` 6); a filesystem refusing direct I/O gets
+/// buffered writes. Reads of 16 KiB or more ask the kernel to read 1 MiB ahead.
 pub struct OsFs {
     root: PathBuf,
     sync: bool,
@@ -22,9 +27,10 @@ pub struct OsFs {
 /// least this many bytes are written with direct I/O when syncing.
 ///
 /// Why: on this project's machine class (a VM) a buffered write of a fresh 1.2 MB segment
-/// spent 3.5-5 ms copying into newly allocated page-cache pages (the host backs each one on
-/// first touch), three times its fsync; written with `O_DIRECT` the same bytes took 1.0-1.2 ms
-/// and the fsync 0.4-0.6 ms, and never more than the buffered write when its pages were warm.
+/// spent 3.5-5 ms copying into newly allocated page-cache pages at times (pages the host had
+/// apparently not backed yet), three times its fsync; written with `O_DIRECT` the same bytes
+/// took 1.0-1.2 ms and the fsync 0.4-0.6 ms, about what the buffered write and its fsync take
+/// when the pages are warm.
 /// A segment is read again only by open, compaction and verification, so keeping it in the
 /// page cache buys little. Smaller objects (manifests) stay buffered: one page each.
 const DIRECT_MIN_BYTES: usize = 64 * 1024;
