@@ -53,6 +53,24 @@ struct DirectWrites {
     buffer: Mutex<Vec<u8>>,
     /// Bytes written with direct I/O (for tests and diagnostics).
     bytes: AtomicU64,
+    /// Tests only: answer `EINVAL`, as a filesystem refusing direct I/O does, at step
+    /// `refuse_at - 1` of a direct write (step 0: the open; n: the write of the n-th piece);
+    /// 0, the default, never.
+    #[cfg(test)]
+    refuse_at: std::sync::atomic::AtomicUsize,
+}
+
+#[cfg(target_os = "linux")]
+impl DirectWrites {
+    /// `Ok` unless a test asked for a refusal at `step` (see `refuse_at`).
+    fn refusal(&self, step: usize) -> io::Result<()> {
+        #[cfg(test)]
+        if self.refuse_at.load(Ordering::Relaxed) == step + 1 {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        let _ = step;
+        Ok(())
+    }
 }
 
 /// [`crate::storage::Storage`] on a local directory.
@@ -143,8 +161,9 @@ impl OsFs {
     /// cache, and the file's size and block map are only in the page cache and journal.
     #[cfg(target_os = "linux")]
     fn create_file_direct(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
-        let opened =
-            OpenOptions::new().create_new(true).write(true).mode(0o600).custom_flags(libc::O_DIRECT).open(path);
+        let opened = self.direct.refusal(0).and_then(|()| {
+            OpenOptions::new().create_new(true).write(true).mode(0o600).custom_flags(libc::O_DIRECT).open(path)
+        });
         let file = match opened {
             Ok(file) => file,
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
@@ -159,15 +178,16 @@ impl OsFs {
             *buffer = vec![0u8; DIRECT_PIECE + DIRECT_ALIGN];
         }
         let start = buffer.as_ptr().align_offset(DIRECT_ALIGN);
-        let mut written = 0;
+        let (mut written, mut pieces) = (0, 0);
         while written < aligned {
+            pieces += 1;
             let n = (aligned - written).min(DIRECT_PIECE);
             let (Some(staging), Some(part)) = (buffer.get_mut(start..start + n), bytes.get(written..written + n))
             else {
                 break;
             };
             staging.copy_from_slice(part);
-            match file.write_all_at(staging, written as u64) {
+            match self.direct.refusal(pieces).and_then(|()| file.write_all_at(staging, written as u64)) {
                 Ok(()) => written += n,
                 // Refused at the write rather than the open (alignment rules differ by
                 // filesystem): the rest goes buffered.
@@ -412,6 +432,36 @@ mod tests {
                 // Every whole block of every large file went direct (this filesystem accepts it).
                 assert_eq!(fs.direct_bytes(), expected_direct);
             }
+        }
+        Ok(())
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn a_refusal_of_direct_io_at_the_open_or_a_write_leaves_the_bytes_whole_and_buffered_after() -> Result<()> {
+        let len = 2 * DIRECT_PIECE + 3 * DIRECT_ALIGN + 100;
+        // Refused at the open, at the first piece's write, at the second's.
+        for (step, direct_before_refusal) in [(0, 0), (1, 0), (2, DIRECT_PIECE as u64)] {
+            let dir = Scratch::new(&format!("refused-{step}"));
+            let fs = OsFs::open(&dir.0, true, true, false)?;
+            let probe = format!("{SEGMENTS}/probe.seg");
+            fs.create_file(&probe, &pattern(DIRECT_MIN_BYTES, 9)).map_err(|e| Error::io("write", &probe, e))?;
+            if fs.direct.refused.load(Ordering::Relaxed) {
+                return Ok(()); // this filesystem refuses direct I/O itself: nothing to simulate
+            }
+            let before = fs.direct_bytes();
+            fs.direct.refuse_at.store(step + 1, Ordering::Relaxed);
+            for (i, bytes) in [pattern(len, 1), pattern(len, 2)].iter().enumerate() {
+                let name = format!("{SEGMENTS}/{i}.seg");
+                fs.create_file(&name, bytes).map_err(|e| Error::io("write", &name, e))?;
+                fs.fsync_file(&name).map_err(|e| Error::io("fsync", &name, e))?;
+                assert_eq!(fs.file_size(&name).map_err(|e| Error::io("size", &name, e))?, len as u64, "{name}");
+                let back = fs.read_at(&name, 0, len).map_err(|e| Error::io("read", &name, e))?;
+                assert!(&back == bytes, "refused at step {step}: {name} reads back differently");
+            }
+            assert!(fs.direct.refused.load(Ordering::Relaxed), "refused at step {step}: not remembered");
+            // What went direct before the refusal, and nothing after: the second file is buffered.
+            assert_eq!(fs.direct_bytes() - before, direct_before_refusal, "refused at step {step}");
         }
         Ok(())
     }
