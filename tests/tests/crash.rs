@@ -4,7 +4,7 @@
 //! interrupted checkpoint never break a later one.
 
 use cairn::storage::{CrashMode, LocalStorage, SimFs, Storage, PACED_PIECE};
-use cairn::{Error, Result, Store};
+use cairn::{Error, Options, Result, Store};
 use cairn_tests::{dump, sim_store, tiny_chunks, Dump, TempDir};
 
 const MODES: [CrashMode; 5] = [
@@ -38,10 +38,21 @@ fn start(fs: &SimFs, checkpoints: u32) -> Result<Store> {
 /// Reopen every crash image of `fs` and check it holds one of `allowed` (and `required` if the
 /// operation was acknowledged); then check the recovered store still verifies and checkpoints.
 fn check_images(fs: &SimFs, allowed: &[&Dump], acked: Option<&Dump>, what: &str) -> Result<usize> {
+    check_images_with(fs, tiny_chunks, allowed, acked, what)
+}
+
+/// [`check_images`] of a store opened with `opts()`.
+fn check_images_with(
+    fs: &SimFs,
+    opts: fn() -> Options,
+    allowed: &[&Dump],
+    acked: Option<&Dump>,
+    what: &str,
+) -> Result<usize> {
     let mut images = 0;
     for mode in MODES {
         let image = fs.crash_image(mode);
-        let store = sim_store(&image, tiny_chunks()).unwrap_or_else(|e| panic!("{what}, {mode:?}: reopen failed: {e}"));
+        let store = sim_store(&image, opts()).unwrap_or_else(|e| panic!("{what}, {mode:?}: reopen failed: {e}"));
         let state = dump(&store)?;
         assert!(allowed.contains(&&state), "{what}, {mode:?}: recovered a state that was never committed");
         if let Some(acked) = acked {
@@ -53,7 +64,7 @@ fn check_images(fs: &SimFs, allowed: &[&Dump], acked: Option<&Dump>, what: &str)
         store.table("t")?.put(b"after", b"crash")?;
         store.checkpoint(b"after")?;
         drop(store);
-        let again = sim_store(&image, tiny_chunks())?;
+        let again = sim_store(&image, opts())?;
         assert_eq!(again.table("t")?.get(b"after")?, Some(b"crash".to_vec()), "{what}, {mode:?}");
         images += 1;
     }
@@ -90,6 +101,62 @@ fn crash_after_every_operation_of_a_checkpoint() -> Result<()> {
         }
     }
     assert!(images > 100, "explored {images} crash images");
+    Ok(())
+}
+
+/// A checkpoint of about 11 MB, so three segments: the first two are written by the
+/// checkpoint's background writer while the rest is cut (`ChunkSink::spilling_in_background`).
+/// A crash before each of its operations leaves the previous or the new checkpoint, and an
+/// acknowledged one is never lost.
+#[test]
+fn crash_after_every_operation_of_a_checkpoint_of_several_segments() -> Result<()> {
+    let start = |fs: &SimFs| -> Result<Store> {
+        let store = sim_store(fs, Options::new())?;
+        let t = store.table("t")?;
+        t.put(b"base", b"committed")?;
+        store.checkpoint(b"base")?;
+        // Values that do not compress: 2,200 of 5,000 bytes.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for i in 0..2_200u32 {
+            let value: Vec<u8> = (0..5_000)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            t.put(&i.to_be_bytes(), &value)?;
+        }
+        t.delete(b"base")?;
+        Ok(store)
+    };
+    let fs = SimFs::new();
+    let store = start(&fs)?;
+    let before = dump(&sim_store(&fs.crash_image(CrashMode::DropUnsynced), Options::new())?)?;
+    let first = fs.ops();
+    store.checkpoint(b"big")?;
+    let ops = fs.ops() - first;
+    let after = dump(&store)?;
+    drop(store);
+    let segment_writes = fs.op_log().iter().skip(first as usize).filter(|op| op.contains(" write segments/")).count();
+    assert!(segment_writes >= 3, "the checkpoint wrote {segment_writes} segments");
+
+    let mut images = 0;
+    for k in 1..=ops + 1 {
+        let fs = SimFs::new();
+        let store = start(&fs)?;
+        fs.fail_at(fs.ops() + k, true);
+        let result = store.checkpoint(b"big");
+        let what = format!("crash before op {k} of {ops}");
+        if result.is_err() {
+            assert!(matches!(store.checkpoint(b"x"), Err(Error::Poisoned(_))), "{what}: not poisoned");
+        }
+        drop(store);
+        let acked = result.is_ok().then_some(&after);
+        images += check_images_with(&fs, Options::new, &[&before, &after], acked, &what)?;
+    }
+    assert!(images > 20, "explored {images} crash images");
     Ok(())
 }
 
