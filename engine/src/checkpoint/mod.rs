@@ -80,6 +80,9 @@ pub(crate) struct ChunkSink<'a> {
     /// Where full segments are written by a thread of their own
     /// ([`ChunkSink::spilling_in_background`]), and that thread once started.
     background: Option<(Arc<dyn Storage>, Option<BackgroundSpill>)>,
+    /// Tests only: starting the background writer fails, as when the process is out of threads.
+    #[cfg(test)]
+    refuse_thread: bool,
 }
 
 /// The thread writing a sink's full segments while the sink cuts the next one. Dropped
@@ -170,6 +173,8 @@ impl<'a> ChunkSink<'a> {
             spill_below: None,
             direct: false,
             background: None,
+            #[cfg(test)]
+            refuse_thread: false,
         }
     }
 
@@ -200,7 +205,8 @@ impl<'a> ChunkSink<'a> {
     /// [`ChunkSink::spilling`], with each full segment written by a thread of its own while
     /// this one cuts and hashes the next: a large checkpoint's (a load's) writes then overlap
     /// its encoding instead of following each segment. The thread starts at the first full
-    /// segment, so a checkpoint of one segment starts none.
+    /// segment, so a checkpoint of one segment starts none; if no thread can be started, full
+    /// segments are written on the calling thread.
     pub(crate) fn spilling_in_background(mut self, storage: Arc<dyn Storage>) -> Self {
         self.background = Some((storage, None));
         self
@@ -287,10 +293,15 @@ impl<'a> ChunkSink<'a> {
         if self.spill_error.is_some() {
             return;
         }
-        let mut staged = StagedSegment::encode(full);
+        let staged = StagedSegment::encode(full);
+        #[cfg(test)]
+        let refuse_thread = self.refuse_thread;
+        #[cfg(not(test))]
+        let refuse_thread = false;
         if let Some((storage, started)) = &mut self.background {
             let spill = match started {
                 Some(spill) => Ok(spill),
+                None if refuse_thread => Err(std::io::Error::from(std::io::ErrorKind::WouldBlock)),
                 None => BackgroundSpill::start(storage.clone(), self.direct).map(|spill| started.insert(spill)),
             };
             match spill {
@@ -301,16 +312,28 @@ impl<'a> ChunkSink<'a> {
                         self.join_background();
                     }
                 }
-                Err(e) => self.spill_error = Some(Error::io("spawn", "the segment writer thread", e)),
+                // No thread to be had (the process's limit): written on this one, as a
+                // compaction's are, rather than failing the checkpoint (which would poison
+                // the store). The next full segment tries again.
+                Err(e) => {
+                    tracing::warn!(error = %e, "no thread for the segment writer; writing on this one");
+                    let storage = storage.clone();
+                    self.write_now(storage.as_ref(), staged);
+                }
             }
             return;
         }
         if let Some(storage) = self.spill {
-            let bytes = staged.bytes.take().unwrap_or_default();
-            match put_segment(storage, staged.id, &bytes, self.direct) {
-                Ok(()) => self.spilled.push(staged),
-                Err(e) => self.spill_error = Some(e),
-            }
+            self.write_now(storage, staged);
+        }
+    }
+
+    /// Write a full segment on this thread; its error, if any, is kept for the commit.
+    fn write_now(&mut self, storage: &dyn Storage, mut staged: StagedSegment) {
+        let bytes = staged.bytes.take().unwrap_or_default();
+        match put_segment(storage, staged.id, &bytes, self.direct) {
+            Ok(()) => self.spilled.push(staged),
+            Err(e) => self.spill_error = Some(e),
         }
     }
 
@@ -1035,6 +1058,7 @@ mod tests {
         let staged_here = Staged::from_sink(sink);
         let fs = SimFs::new();
         let (sink, _) = background(&fs);
+        assert!(sink.background.as_ref().is_some_and(|(_, started)| started.is_some()), "no writer thread");
         let staged = Staged::from_sink(sink);
         let ids: Vec<SegmentId> = (1..=6).map(SegmentId).collect();
         assert_eq!(staged.segment_ids(), ids);
@@ -1042,6 +1066,18 @@ mod tests {
         // Five written, the sixth still in memory for the commit; the same bytes either way.
         assert_eq!(segments(&fs).len(), 5);
         assert!(segments(&fs) == segments(&here));
+
+        // No thread to be had: the same segments, written on this thread.
+        let threadless = SimFs::new();
+        let storage: Arc<dyn Storage> = Arc::new(threadless.storage());
+        let mut sink =
+            ChunkSink::new(&|_| false, SegmentId(1), &Options::new()).spilling_in_background(storage).named_directly();
+        sink.refuse_thread = true;
+        fill(&mut sink);
+        assert!(sink.background.as_ref().is_some_and(|(_, started)| started.is_none()), "a writer thread started");
+        let staged = Staged::from_sink(sink);
+        assert_eq!(staged.segment_ids(), ids);
+        assert!(segments(&threadless) == segments(&here));
 
         // The write of the second segment fails (each is a write and an fsync): the commit
         // gets the error, and no later segment is written.
