@@ -178,16 +178,17 @@ impl OsFs {
             *buffer = vec![0u8; DIRECT_PIECE + DIRECT_ALIGN];
         }
         let start = buffer.as_ptr().align_offset(DIRECT_ALIGN);
-        let (mut written, mut pieces) = (0, 0);
+        let mut written = 0;
         while written < aligned {
-            pieces += 1;
             let n = (aligned - written).min(DIRECT_PIECE);
             let (Some(staging), Some(part)) = (buffer.get_mut(start..start + n), bytes.get(written..written + n))
             else {
                 break;
             };
             staging.copy_from_slice(part);
-            match self.direct.refusal(pieces).and_then(|()| file.write_all_at(staging, written as u64)) {
+            // Every piece but the last is whole, so this is the piece's number from 1.
+            let piece = written / DIRECT_PIECE + 1;
+            match self.direct.refusal(piece).and_then(|()| file.write_all_at(staging, written as u64)) {
                 Ok(()) => written += n,
                 // Refused at the write rather than the open (alignment rules differ by
                 // filesystem): the rest goes buffered.
