@@ -378,9 +378,13 @@ fn run(args: &BenchArgs) -> Result<(), CliError> {
         let t = Instant::now();
         for id in &ids {
             table.put(&key16(*id), &value100(*id, round))?;
-            versions[*id as usize] = round;
         }
         let updated = t.elapsed();
+        // The bench's own record of what each key should hold, kept outside the timing: the
+        // HashMap floor's loop does nothing but its updates either.
+        for id in &ids {
+            versions[*id as usize] = round;
+        }
         let before = write_bytes();
         let c = Instant::now();
         store.checkpoint(&round.to_le_bytes())?;
