@@ -287,10 +287,13 @@ impl Options {
 
     /// Threads a checkpoint (and a merge) works on (default: the cores, at most 4; at least
     /// 1): they hash chunks in parallel, and a checkpoint of 4,096 to 262,144 dirty keys of a
-    /// table sorts, cuts and hashes the upper half of its keys on a second thread. With an
-    /// asynchronous checkpoint those threads share the cores with the writers meanwhile; 1
-    /// keeps the whole checkpoint on the pipeline's thread. The bytes written are the same
-    /// for any value.
+    /// table sorts, cuts and hashes the upper half of its keys on a second thread. That one
+    /// is the process's `cairn-cut` thread, started at the first such checkpoint, parked
+    /// between them, shared by every store, and allowed on every CPU but the one offering
+    /// it work (on Linux); a checkpoint that finds it busy or late cuts that half itself.
+    /// With an asynchronous checkpoint those threads share the cores with the writers
+    /// meanwhile; 1 keeps the whole checkpoint on the pipeline's thread. The bytes written
+    /// are the same for any value.
     pub fn hash_threads(mut self, threads: usize) -> Self {
         self.hash_threads = threads;
         self

@@ -5,9 +5,10 @@
 //! new chunks, write the manifest, make both durable, and move HEAD. Persist runs on the
 //! store's background pipeline (`store/pipeline.rs`); chunks are hashed in parallel, a batch
 //! at a time, and a run of thousands of entries is split in two halves by key, the second
-//! sorted, cut and hashed on a thread of its own (`write_run`).
+//! sorted, cut and hashed by a parked thread beside the first (`write_run`, `part_thread.rs`).
 
 mod chunker;
+mod part_thread;
 
 use crate::format::{
     self, encode_manifest, encode_run_index_chunk, CheckpointId, ChunkHash, ChunkKind, Codec, Head, Manifest,
@@ -19,6 +20,7 @@ use crate::state::{CapturedEntries, Key, Value};
 use crate::storage::{manifest_name, segment_name, Storage};
 use crate::version::check_manifest_invariants;
 use crate::{Error, Result};
+use part_thread::{FromPart, PartThread, SecondPart};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -359,15 +361,16 @@ const PARALLEL_HASH_MIN_BYTES: usize = 2 * 1024 * 1024;
 /// bound); none for no entries. `entries` is left sorted, each value released (`None`) once
 /// written: what a caller needs after is the keys (to mark them dirty again if the
 /// checkpoint does not commit). Chunks are hashed on up to `threads` threads; a run of
-/// `SPLIT_MIN_ENTRIES` to `SPLIT_MAX_ENTRIES` entries is cut as two halves, the second sorted,
-/// cut and hashed on a helper thread when `threads` allows one, into the same bytes.
+/// `SPLIT_MIN_ENTRIES` to `SPLIT_MAX_ENTRIES` entries is cut as two halves, the second
+/// sorted, cut and hashed by the process's part thread (`part_thread.rs`) when `threads`
+/// allows one and it gets to it in time, into the same bytes.
 pub(crate) fn write_run(
     sink: &mut ChunkSink<'_>,
     entries: &mut CapturedEntries,
     target: usize,
     threads: usize,
 ) -> Vec<RunRef> {
-    write_runs_bounded(sink, entries, target, RUN_INDEX_BYTES_MAX, threads)
+    write_runs_bounded(sink, entries, target, RUN_INDEX_BYTES_MAX, threads, PartThread::shared())
 }
 
 fn write_runs_bounded(
@@ -376,6 +379,7 @@ fn write_runs_bounded(
     target: usize,
     index_bytes_max: usize,
     threads: usize,
+    part_thread: Option<&PartThread>,
 ) -> Vec<RunRef> {
     let by_key = |a: &(Key, Option<Value>), b: &(Key, Option<Value>)| a.0.cmp(&b.0);
     if !(SPLIT_MIN_ENTRIES..=SPLIT_MAX_ENTRIES).contains(&entries.len()) {
@@ -385,53 +389,79 @@ fn write_runs_bounded(
         return writer.finish(sink);
     }
     // Two parts, each cut from an empty chunk (`format-spec.md` 5), so that the second can be
-    // sorted, cut and hashed on a thread of its own with the same result as on this one. The
+    // sorted, cut and hashed on another thread with the same result as on this one. The
     // first `half` keys in order go first, each part unsorted (selection is linear).
     let half = entries.len() / 2;
     entries.select_nth_unstable_by(half, by_key);
-    let (first, second) = entries.split_at_mut(half);
-    if threads < 2 {
-        let mut writer = RunWriter::bounded(target, threads, index_bytes_max);
-        first.sort_unstable_by(by_key);
-        feed(first, |key, value| writer.push_entry(sink, key, value));
-        writer.cutter.close();
-        second.sort_unstable_by(by_key);
-        feed(second, |key, value| writer.push_entry(sink, key, value));
-        return writer.finish(sink);
+    // Bounded: a large second part waits for this thread rather than piling up batches.
+    let (out, received) = crossbeam_channel::bounded::<FromPart>(SECOND_PART_BATCHES);
+    let part = SecondPart {
+        entries: entries.split_off(half),
+        target,
+        out,
+        #[cfg(test)]
+        panic_at_batch: None,
+    };
+    write_parts(sink, entries, part, received, index_bytes_max, threads, part_thread)
+}
+
+/// Cut `entries`, the first part of a run, then `part`: the part thread cuts it meanwhile
+/// if it takes it in time, else this thread does.
+fn write_parts(
+    sink: &mut ChunkSink<'_>,
+    entries: &mut CapturedEntries,
+    part: SecondPart,
+    received: crossbeam_channel::Receiver<FromPart>,
+    index_bytes_max: usize,
+    threads: usize,
+    part_thread: Option<&PartThread>,
+) -> Vec<RunRef> {
+    let by_key = |a: &(Key, Option<Value>), b: &(Key, Option<Value>)| a.0.cmp(&b.0);
+    let target = part.target;
+    let (offered, mut part) = match part_thread {
+        Some(thread) if threads >= 2 => (Some(thread.offer(part)), None),
+        _ => (None, Some(part)),
+    };
+    // The part thread, if it takes the part, hashes on one of the threads.
+    let hashing = if offered.is_some() { threads - 1 } else { threads };
+    let mut writer = RunWriter::bounded(target, hashing, index_bytes_max);
+    entries.sort_unstable_by(by_key);
+    feed(entries, |key, value| writer.push_entry(sink, key, value));
+    writer.close(sink);
+    if let Some(offered) = offered {
+        part = offered.reclaim();
     }
-    // The helper takes one of the threads.
-    let mut writer = RunWriter::bounded(target, threads - 1, index_bytes_max);
-    std::thread::scope(|scope| {
-        // Bounded: a large second part waits for this thread rather than piling up batches.
-        let (batches, received) = crossbeam_channel::bounded::<HashedBatch>(SECOND_PART_BATCHES);
-        let helper = scope.spawn(move || {
+    let second = match part {
+        // Not taken (or never offered): cut here.
+        Some(part) => {
+            let mut second = part.entries;
             second.sort_unstable_by(by_key);
-            let mut cutter = Cutter::new(target);
-            // A send fails only if this thread unwinds: then nothing is waiting for the rest.
-            feed(second, |key, value| {
-                if cutter.push_entry(key, value) {
-                    let _ = batches.send(cutter.take_hashed(1));
+            feed(&mut second, |key, value| writer.push_entry(sink, key, value));
+            second
+        }
+        None => {
+            let mut second = None;
+            for message in received.iter() {
+                match message {
+                    FromPart::Batch(batch) => writer.add_hashed(sink, &batch),
+                    FromPart::Done(entries) => second = Some(entries),
                 }
-            });
-            cutter.close();
-            let _ = batches.send(cutter.take_hashed(1));
-        });
-        first.sort_unstable_by(by_key);
-        feed(first, |key, value| writer.push_entry(sink, key, value));
-        writer.close(sink);
-        for batch in received.iter() {
-            writer.add_hashed(sink, &batch);
+            }
+            // Cutting cannot panic short of memory exhaustion; had the part thread done so,
+            // the run would lack entries and must not be committed: this thread panics too.
+            let Some(second) = second else {
+                std::panic::panic_any("the thread cutting a run's second part panicked");
+            };
+            second
         }
-        // Cutting cannot panic short of memory exhaustion; if it did, so does this thread.
-        if let Err(panic) = helper.join() {
-            std::panic::resume_unwind(panic);
-        }
-    });
+    };
+    let mut second = second;
+    entries.append(&mut second);
     writer.finish(sink)
 }
 
-/// A checkpoint's run of at least this many entries is cut as two parts, the second on a
-/// thread of its own when there are two: below it, a thread costs more than it saves.
+/// A checkpoint's run of at least this many entries is cut as two parts, the second by the
+/// part thread when there are two threads: below it, a thread costs more than it saves.
 const SPLIT_MIN_ENTRIES: usize = 4096;
 
 /// ... and of at most this many: a larger run (a load) is cut in one part, since the second
@@ -1129,36 +1159,50 @@ mod tests {
         assert_eq!(fs.files().into_iter().filter(|f| f.starts_with("segments/")).count(), 1);
     }
 
-    /// A run of `SPLIT_MIN_ENTRIES` or more is cut as two parts, the second on a helper
-    /// thread when there are threads to spare: the chunks, segments and runs are the same
-    /// bytes on one thread, two and three; the first part ends a chunk; every entry reads back.
-    /// The second part spans more hash batches than may wait, so the helper has to wait too.
+    /// Entries of keys `0..n` (big endian), in reverse order, with values of 100 to 4,900
+    /// bytes: [`large_value`].
+    fn large_entries(n: u32) -> CapturedEntries {
+        (0..n).rev().map(|i| (Key::from(&i.to_be_bytes()[..]), Some(Value::from(large_value(i))))).collect()
+    }
+
+    fn large_value(i: u32) -> Vec<u8> {
+        vec![i as u8; 100 + (i as usize % 9) * 600]
+    }
+
+    /// Left sorted, every value released, every key kept.
+    fn assert_sorted_and_released(entries: &CapturedEntries, n: u32) {
+        let keys: Vec<[u8; 4]> = (0..n).map(u32::to_be_bytes).collect();
+        assert!(entries.iter().map(|(k, _)| k.as_slice()).eq(keys.iter().map(|k| &k[..])));
+        assert!(entries.iter().all(|(_, v)| v.is_none()));
+    }
+
+    /// A run of `SPLIT_MIN_ENTRIES` or more is cut as two parts, the second by the part
+    /// thread when there are threads to spare and it takes it in time: the chunks, segments
+    /// and runs are the same bytes on one thread, two and three, with the process's part
+    /// thread, without one, and with a thread that always takes the part; the first part
+    /// ends a chunk; every entry reads back. The second part spans more hash batches than may
+    /// wait, so the part thread has to wait too.
     #[test]
     fn a_large_run_cuts_the_same_on_one_thread_and_more() -> Result<()> {
         let n = 3 * SPLIT_MIN_ENTRIES as u32;
-        let value = |i: u32| vec![i as u8; 100 + (i as usize % 9) * 600];
-        let second_part_bytes: usize = (n / 2..n).map(|i| value(i).len()).sum();
+        let second_part_bytes: usize = (n / 2..n).map(|i| large_value(i).len()).sum();
         assert!(second_part_bytes > (SECOND_PART_BATCHES + 1) * HASH_BATCH_BYTES, "{second_part_bytes}");
-        let cut = |threads: usize| {
-            let mut entries: CapturedEntries =
-                (0..n).rev().map(|i| (Key::from(&i.to_be_bytes()[..]), Some(Value::from(value(i))))).collect();
+        let Some(own) = PartThread::own() else { panic!("no thread for the second part") };
+        let cut = |threads: usize, part_thread: Option<&PartThread>| {
+            let mut entries = large_entries(n);
             let mut sink = ChunkSink::new(&|_| false, SegmentId(1), &Options::new());
-            let runs = write_run(&mut sink, &mut entries, 65_536, threads);
-            (runs, finished(sink), entries)
+            let runs = write_runs_bounded(&mut sink, &mut entries, 65_536, RUN_INDEX_BYTES_MAX, threads, part_thread);
+            assert_sorted_and_released(&entries, n);
+            (runs, finished(sink))
         };
-        let (runs, segments, entries) = cut(1);
-        for threads in [2, 3] {
-            let (other_runs, other_segments, _) = cut(threads);
+        let (runs, segments) = cut(1, None);
+        for (threads, part_thread) in [(2, PartThread::shared()), (3, PartThread::shared()), (2, None), (2, Some(&own))]
+        {
+            let (other_runs, other_segments) = cut(threads, part_thread);
             assert_eq!(other_runs, runs, "{threads} threads");
             assert!(other_segments == segments, "{threads} threads: other segment bytes");
         }
-        // Left sorted, every value released, every key kept.
-        assert!(entries.iter().map(|(k, _)| k.as_slice()).eq((0..n)
-            .map(u32::to_be_bytes)
-            .collect::<Vec<_>>()
-            .iter()
-            .map(|k| &k[..])));
-        assert!(entries.iter().all(|(_, v)| v.is_none()));
+        assert_eq!(own.taken(), 1, "the test's own thread did not cut the second part");
         let (storage, index) = stored(&segments)?;
         let [run] = runs.as_slice() else { panic!("{} runs", runs.len()) };
         let listing = version::read_run_index(&storage, &index, &run.index)?;
@@ -1169,8 +1213,42 @@ mod tests {
             .map(|(k, v)| (k.as_slice().to_vec(), v.to_vec()))
             .collect();
         got.sort();
-        assert!(got.into_iter().eq((0..n).map(|i| (i.to_be_bytes().to_vec(), value(i)))));
+        assert!(got.into_iter().eq((0..n).map(|i| (i.to_be_bytes().to_vec(), large_value(i)))));
         Ok(())
+    }
+
+    /// A part thread that panics while cutting a part (at its first batch or a later one)
+    /// makes the run's writer panic rather than return a run without those entries; a part
+    /// offered to it afterwards is taken back and cut by the offering thread, into the bytes
+    /// one thread cuts.
+    #[test]
+    fn a_part_thread_that_panics_fails_the_run_and_is_then_done_without() {
+        let n = 3 * SPLIT_MIN_ENTRIES as u32;
+        let cut = |part_thread: Option<&PartThread>, panic_at_batch: Option<usize>| {
+            let mut entries = large_entries(n);
+            let mut sink = ChunkSink::new(&|_| false, SegmentId(1), &Options::new());
+            let half = entries.len() / 2;
+            entries.select_nth_unstable_by(half, |a, b| a.0.cmp(&b.0));
+            let (out, received) = crossbeam_channel::bounded(SECOND_PART_BATCHES);
+            let part = SecondPart { entries: entries.split_off(half), target: 65_536, out, panic_at_batch };
+            let runs = write_parts(&mut sink, &mut entries, part, received, RUN_INDEX_BYTES_MAX, 2, part_thread);
+            (runs, finished(sink), entries)
+        };
+        let expected = cut(None, None);
+        assert_sorted_and_released(&expected.2, n);
+        for panic_at_batch in [0, 1] {
+            let Some(own) = PartThread::own() else { panic!("no thread for the second part") };
+            let unwound =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cut(Some(&own), Some(panic_at_batch))));
+            assert!(unwound.is_err(), "a run was written without its second part (panic at batch {panic_at_batch})");
+            assert_eq!(own.taken(), 1);
+            own.wait_gone();
+            let (runs, segments, entries) = cut(Some(&own), None);
+            assert_sorted_and_released(&entries, n);
+            assert_eq!(runs, expected.0, "after a panic at batch {panic_at_batch}");
+            assert!(segments == expected.1, "after a panic at batch {panic_at_batch}: other segment bytes");
+            assert_eq!(own.taken(), 1, "a part was taken by a thread that is gone");
+        }
     }
 
     /// Only a run of `SPLIT_MIN_ENTRIES` to `SPLIT_MAX_ENTRIES` entries is cut as two parts
@@ -1216,7 +1294,7 @@ mod tests {
             .rev()
             .map(|i| (Key::from(&i.to_be_bytes()[..]), Some(Value::from(vec![i as u8; 50]))))
             .collect();
-        let runs = write_runs_bounded(&mut sink, &mut entries, 64, 200, 2);
+        let runs = write_runs_bounded(&mut sink, &mut entries, 64, 200, 2, PartThread::shared());
         assert!(runs.len() > 3, "{} runs", runs.len());
         // Left sorted, every value released, every key kept.
         let keys: Vec<&[u8]> = entries.iter().map(|(k, _)| k.as_slice()).collect();
