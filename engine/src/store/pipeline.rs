@@ -15,7 +15,8 @@
 //!    commit) puts its keys back into the dirty set, so the working state's rule ("a key not
 //!    dirty has its base checkpoint's value") holds against the last *committed* checkpoint.
 //!    Every job captured before that moment is cancelled too: it was a delta on top of the
-//!    one that failed. An I/O error also poisons the store (the medium's state is unknown).
+//!    one that failed. An I/O error also poisons the store (the medium's state is unknown),
+//!    and so does a panic while persisting, caught on the pipeline thread, which goes on.
 //! 3. While a job runs it holds the store's commit lock: segment and checkpoint ids are
 //!    allocated, and HEAD moved, by one writer at a time (compaction takes the same lock).
 //! 4. A stored chunk a job decides to reuse is in `Inner::reserved_chunks` until the job
@@ -47,7 +48,8 @@ pub enum Outcome {
     /// Did not commit because it was aborted (by its handle, a coordinator, or because an
     /// earlier checkpoint it builds on did not commit). Nothing of it was written.
     Aborted(String),
-    /// Did not commit because of an error (an I/O error also poisons the store).
+    /// Did not commit because of an error (an I/O error, or a panic while persisting, also
+    /// poisons the store).
     Failed(String),
 }
 
@@ -227,7 +229,13 @@ fn run(shared: &Arc<Shared>, job: Job) {
     let mut entries: Vec<(String, CapturedEntries)> =
         dirty.into_iter().map(|(name, set)| (name, set.into_entries())).collect();
     let dirty_keys: u64 = entries.iter().map(|(_, e)| e.len() as u64).sum();
-    let result = persist(shared, seq, &mut entries, table_names, metadata, &abort, triggered);
+    // A panic (an internal bug, or memory exhaustion) fails this checkpoint and poisons the
+    // store rather than ending this thread, which would leave the checkpoint in flight for
+    // ever and every later wait for it hanging.
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        persist(shared, seq, &mut entries, table_names, metadata, &abort, triggered)
+    }))
+    .unwrap_or_else(|panic| Err(Error::Poisoned(format!("a checkpoint panicked: {}", panic_message(panic.as_ref())))));
     if result.is_ok() {
         // Free the captured entries before reporting, so their cost (a million small frees
         // after a load) is the committed checkpoint's, not a stall of the next one queued
@@ -287,7 +295,7 @@ fn run(shared: &Arc<Shared>, job: Job) {
             }
             // Every job captured so far builds on this one: none of them may commit.
             inner.cancel_before_seq = inner.next_seq;
-            if matches!(e, Error::Io { .. }) {
+            if matches!(e, Error::Io { .. } | Error::Poisoned(_)) {
                 inner.poison(e);
             }
         }
@@ -307,6 +315,15 @@ fn run(shared: &Arc<Shared>, job: Job) {
     }
     // The handle may have been dropped: nobody is waiting then.
     let _ = reply.send(result);
+}
+
+/// What a panic's payload says, if it is a message.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("no message")
 }
 
 fn persist(
