@@ -57,7 +57,8 @@ pub enum Error {
     Locked(String),
     /// An earlier durability failure (write or fsync) poisoned the store: it refuses further
     /// writes and checkpoints, because after a failed fsync the state of the medium is unknown.
-    /// Drop the store and open it again to recover the latest committed checkpoint.
+    /// A panic while a checkpoint or a background compaction ran poisons it too. Drop the
+    /// store and open it again to recover the latest committed checkpoint.
     #[error("store is poisoned by an earlier durability failure ({0}); reopen it")]
     Poisoned(String),
     /// The store was opened with [`crate::Options::read_only`] and cannot be changed.

@@ -141,3 +141,87 @@ pub fn nearly_live_options() -> Options {
         .merge_slices(1)
         .segment_live_fraction_min(0.9999)
 }
+
+/// Which segment write a [`PanickingDisk`] panics in: a checkpoint's (`put_new`) or a
+/// compaction's (`put`, also under `put_paced`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum SegmentWrite {
+    Checkpoint,
+    Compaction,
+}
+
+/// A simulated disk whose next segment write of one kind panics once armed: a bug, or memory
+/// exhaustion, on whichever of the store's threads writes it.
+pub struct PanickingDisk {
+    disk: cairn::storage::SimStorage,
+    on: SegmentWrite,
+    armed: std::sync::atomic::AtomicBool,
+}
+
+impl PanickingDisk {
+    pub fn new(fs: &SimFs, on: SegmentWrite) -> Arc<PanickingDisk> {
+        Arc::new(PanickingDisk { disk: fs.storage(), on, armed: false.into() })
+    }
+
+    /// Panic at the next segment write of the kind chosen.
+    pub fn arm(&self) {
+        self.armed.store(true, Ordering::SeqCst);
+    }
+
+    fn panic_if_armed(&self, kind: SegmentWrite, name: &str) {
+        if kind == self.on && name.starts_with("segments/") && self.armed.swap(false, Ordering::SeqCst) {
+            panic!("a test's disk panics writing {name}");
+        }
+    }
+}
+
+impl cairn::Storage for PanickingDisk {
+    fn put(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        self.panic_if_armed(SegmentWrite::Compaction, name);
+        self.disk.put(name, bytes)
+    }
+    fn put_new(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        self.panic_if_armed(SegmentWrite::Checkpoint, name);
+        self.disk.put_new(name, bytes)
+    }
+    fn sync(&self) -> Result<()> {
+        self.disk.sync()
+    }
+    fn commit_head(&self, bytes: &[u8]) -> Result<()> {
+        self.disk.commit_head(bytes)
+    }
+    fn read(&self, name: &str, max_len: usize) -> Result<Vec<u8>> {
+        self.disk.read(name, max_len)
+    }
+    fn read_range(&self, name: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
+        self.disk.read_range(name, offset, len)
+    }
+    fn size(&self, name: &str) -> Result<u64> {
+        self.disk.size(name)
+    }
+    fn list(&self, dir: &str) -> Result<Vec<String>> {
+        self.disk.list(dir)
+    }
+    fn delete(&self, name: &str) -> Result<()> {
+        self.disk.delete(name)
+    }
+    fn remove_temporaries(&self) -> Result<()> {
+        self.disk.remove_temporaries()
+    }
+    fn location(&self) -> String {
+        self.disk.location()
+    }
+}
+
+/// Run `f` on a thread of its own and fail, rather than hang, if it has not returned within
+/// two minutes (a deadlock guard, not a timing check: `f` takes well under a second).
+pub fn without_hanging(what: &str, f: impl FnOnce() -> Result<()> + Send + 'static) {
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(f().map_err(|e| e.to_string()));
+    });
+    match finished.recv_timeout(std::time::Duration::from_secs(120)) {
+        Ok(outcome) => assert_eq!(outcome, Ok(()), "{what}"),
+        Err(e) => panic!("{what}: hung or panicked ({e})"),
+    }
+}

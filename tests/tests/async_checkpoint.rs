@@ -7,7 +7,7 @@
 
 use cairn::storage::SimFs;
 use cairn::{CheckpointRecord, CompactStep, Error, Options, Outcome, Result, Retention, Store, WhenBusy};
-use cairn_tests::{dump, dump_view, sim_store, tiny_chunks, Dump};
+use cairn_tests::{dump, dump_view, sim_store, tiny_chunks, without_hanging, Dump, PanickingDisk, SegmentWrite};
 use proptest::prelude::*;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
@@ -290,85 +290,30 @@ fn a_background_io_error_surfaces_on_the_handle_and_the_previous_checkpoint_rest
     Ok(())
 }
 
-/// A simulated disk whose next segment write panics once armed: a bug, or memory exhaustion,
-/// on the checkpoint pipeline's thread.
-struct PanickingSegmentWrite {
-    disk: cairn::storage::SimStorage,
-    armed: std::sync::atomic::AtomicBool,
-}
-
-impl cairn::Storage for PanickingSegmentWrite {
-    fn put(&self, name: &str, bytes: &[u8]) -> Result<()> {
-        self.disk.put(name, bytes)
-    }
-    fn put_new(&self, name: &str, bytes: &[u8]) -> Result<()> {
-        if name.starts_with("segments/") && self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
-            panic!("a test's disk panics writing {name}");
-        }
-        self.disk.put_new(name, bytes)
-    }
-    fn sync(&self) -> Result<()> {
-        self.disk.sync()
-    }
-    fn commit_head(&self, bytes: &[u8]) -> Result<()> {
-        self.disk.commit_head(bytes)
-    }
-    fn read(&self, name: &str, max_len: usize) -> Result<Vec<u8>> {
-        self.disk.read(name, max_len)
-    }
-    fn read_range(&self, name: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
-        self.disk.read_range(name, offset, len)
-    }
-    fn size(&self, name: &str) -> Result<u64> {
-        self.disk.size(name)
-    }
-    fn list(&self, dir: &str) -> Result<Vec<String>> {
-        self.disk.list(dir)
-    }
-    fn delete(&self, name: &str) -> Result<()> {
-        self.disk.delete(name)
-    }
-    fn remove_temporaries(&self) -> Result<()> {
-        self.disk.remove_temporaries()
-    }
-    fn location(&self) -> String {
-        self.disk.location()
-    }
-}
-
 /// A panic while a checkpoint persists fails that checkpoint, poisons the store (whose
 /// pipeline goes on answering) and hangs nothing: the handle gets the error, later writes and
 /// checkpoints are refused, the store closes, and a reopen restores the last committed state.
 #[test]
 fn a_panic_while_persisting_fails_the_checkpoint_and_poisons_the_store() -> Result<()> {
     let fs = SimFs::new();
-    let disk = Arc::new(PanickingSegmentWrite { disk: fs.storage(), armed: false.into() });
+    let disk = PanickingDisk::new(&fs, SegmentWrite::Checkpoint);
     let store = Store::open_storage(disk.clone(), Options::new())?;
     let t = store.table("t")?;
     t.put(b"a", b"1")?;
     store.checkpoint(b"good")?;
     let good = dump(&store)?;
-    // Run on a thread of its own, so that a regression that hangs fails this test instead.
-    let (done, finished) = mpsc::channel();
-    std::thread::spawn(move || {
-        let outcome = (|| -> Result<()> {
-            disk.armed.store(true, std::sync::atomic::Ordering::SeqCst);
-            t.put(b"a", b"2")?;
-            let failed = store.checkpoint(b"panics");
-            assert!(matches!(&failed, Err(Error::Poisoned(why)) if why.contains("panicked")), "{failed:?}");
-            assert!(matches!(t.put(b"b", b"3"), Err(Error::Poisoned(_))));
-            assert!(matches!(store.checkpoint(b"after"), Err(Error::Poisoned(_))));
-            let stats = store.stats()?;
-            assert_eq!((stats.checkpoints_failed, stats.checkpoints_in_flight), (1, 0));
-            drop((t, store));
-            Ok(())
-        })();
-        let _ = done.send(outcome.map_err(|e| e.to_string()));
+    without_hanging("a checkpoint that panics, then the store", move || {
+        disk.arm();
+        t.put(b"a", b"2")?;
+        let failed = store.checkpoint(b"panics");
+        assert!(matches!(&failed, Err(Error::Poisoned(why)) if why.contains("panicked")), "{failed:?}");
+        assert!(matches!(t.put(b"b", b"3"), Err(Error::Poisoned(_))));
+        assert!(matches!(store.checkpoint(b"after"), Err(Error::Poisoned(_))));
+        let stats = store.stats()?;
+        assert_eq!((stats.checkpoints_failed, stats.checkpoints_in_flight), (1, 0));
+        drop((t, store));
+        Ok(())
     });
-    match finished.recv_timeout(Duration::from_secs(120)) {
-        Ok(outcome) => assert_eq!(outcome, Ok(())),
-        Err(e) => panic!("the store hung after a panic in its pipeline ({e})"),
-    }
     let reopened = sim_store(&fs, Options::new())?;
     assert_eq!(dump(&reopened)?, good);
     assert_eq!(reopened.head()?.map(|h| h.metadata), Some(b"good".to_vec()));

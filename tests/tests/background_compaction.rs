@@ -4,7 +4,7 @@
 
 use cairn::storage::{CrashMode, SimFs};
 use cairn::{CheckpointHandle, CompactStep, Error, Options, Result, Retention, COMPACTION_YIELD_MAX};
-use cairn_tests::{dump, dump_view, sim_store, tiny_chunks, Dump};
+use cairn_tests::{dump, dump_view, sim_store, tiny_chunks, without_hanging, Dump, PanickingDisk, SegmentWrite};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -53,6 +53,51 @@ fn background_compaction_bounds_runs_and_keeps_every_retained_checkpoint() -> Re
     drop((t, store));
     let reopened = sim_store(&fs, Options::new())?;
     assert_eq!(dump(&reopened)?, last);
+    Ok(())
+}
+
+/// A panic in a background compaction (its disk panics writing a merged segment) fails that
+/// compaction and poisons the store, as a checkpoint's panic does; nothing waits for it for
+/// ever (`quiesce` waited for a compaction counted as running), and a reopen restores the
+/// last committed checkpoint.
+#[test]
+fn a_panic_in_a_background_compaction_poisons_the_store_and_hangs_nothing() -> Result<()> {
+    let fs = SimFs::new();
+    let disk = PanickingDisk::new(&fs, SegmentWrite::Compaction);
+    let opts = tiny_chunks().max_runs_per_table(3).retention(Retention::keep_last(3)).background_compaction(true);
+    let store = cairn::Store::open_storage(disk.clone(), opts)?;
+    let last_committed = std::sync::Arc::new(std::sync::Mutex::new(None::<Dump>));
+    let seen = last_committed.clone();
+    without_hanging("checkpoints with a background compaction that panics", move || {
+        let t = store.table("t")?;
+        disk.arm();
+        for round in 0u32..40 {
+            for k in 0u32..20 {
+                t.put(&((round * 7 + k * 13) % 97).to_be_bytes(), &[round as u8; 40])?;
+            }
+            store.checkpoint(b"")?;
+            *seen.lock().map_err(|_| Error::Closed)? = Some(dump(&store)?);
+            // Waits for the compaction the checkpoint asked for.
+            store.quiesce()?;
+            if store.stats()?.last_auto_compact_error.is_some() {
+                break;
+            }
+        }
+        let why = store.stats()?.last_auto_compact_error;
+        assert!(why.as_deref().is_some_and(|e| e.contains("panicked")), "no compaction panicked: {why:?}");
+        let refused = t.put(b"k", b"v");
+        assert!(
+            matches!(&refused, Err(Error::Poisoned(why)) if why.starts_with("a background compaction panicked")),
+            "{refused:?}"
+        );
+        assert!(matches!(store.checkpoint(b""), Err(Error::Poisoned(_))));
+        drop((t, store));
+        Ok(())
+    });
+    let expected = last_committed.lock().map_err(|_| Error::Closed)?.take();
+    let reopened = sim_store(&fs, Options::new())?;
+    assert_eq!(Some(dump(&reopened)?), expected);
+    assert!(reopened.verify()?.is_ok());
     Ok(())
 }
 

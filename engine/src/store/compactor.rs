@@ -34,11 +34,25 @@ impl Compactor {
                     let _entered = span.enter();
                     // A handle without a pipeline: compaction needs none.
                     let store = Store { shared, pipeline: None, compactor: None };
-                    let outcome = store.compact().err().map(|e| e.to_string());
+                    // A panic (a bug, or memory exhaustion) fails this compaction and poisons
+                    // the store, as a checkpoint's does (see `pipeline::run`), rather than
+                    // ending this thread with the compaction counted as running for ever,
+                    // which `Store::quiesce` would wait for.
+                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| store.compact()))
+                        .unwrap_or_else(|panic| {
+                            Err(Error::Poisoned(format!(
+                                "a background compaction panicked: {}",
+                                super::pipeline::panic_message(panic.as_ref())
+                            )))
+                        });
+                    let outcome = result.as_ref().err().map(Error::to_string);
                     if let Some(e) = &outcome {
                         tracing::warn!(error = %e, "background compaction failed");
                     }
                     if let Ok(mut inner) = store.shared.lock() {
+                        if let Err(e @ Error::Poisoned(_)) = &result {
+                            inner.poison(e);
+                        }
                         inner.last_auto_compact_error = outcome;
                     }
                     finished.fetch_sub(1, Ordering::SeqCst);

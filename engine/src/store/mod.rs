@@ -183,7 +183,12 @@ impl Inner {
     }
 
     fn poison(&mut self, e: &Error) {
-        self.poisoned.get_or_insert_with(|| e.to_string());
+        // A `Poisoned` error already says the store is poisoned: keep only its reason, so
+        // later errors do not say it twice.
+        self.poisoned.get_or_insert_with(|| match e {
+            Error::Poisoned(reason) => reason.clone(),
+            e => e.to_string(),
+        });
     }
 
     fn record(&mut self, record: CheckpointRecord) {

@@ -318,7 +318,7 @@ fn run(shared: &Arc<Shared>, job: Job) {
 }
 
 /// What a panic's payload says, if it is a message.
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+pub(super) fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
     payload
         .downcast_ref::<&str>()
         .copied()
