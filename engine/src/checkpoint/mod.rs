@@ -431,7 +431,7 @@ fn write_parts(
     if let Some(offered) = offered {
         part = offered.reclaim();
     }
-    let second = match part {
+    let mut second = match part {
         // Not taken (or never offered): cut here.
         Some(part) => {
             let mut second = part.entries;
@@ -455,7 +455,6 @@ fn write_parts(
             second
         }
     };
-    let mut second = second;
     entries.append(&mut second);
     writer.finish(sink)
 }
