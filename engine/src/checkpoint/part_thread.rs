@@ -4,8 +4,8 @@
 //!
 //! Why: on this project's machine class (a VM with two virtual CPUs) a thread woken or
 //! spawned by the pipeline thread was queued on the pipeline thread's own CPU while the
-//! other one idled, so the two parts ran one after the other. The guest's scheduler skips an
-//! idle CPU that the host has descheduled. Timed inside 10,000-key checkpoints (`cairn
+//! other one idled, so the two parts ran one after the other (apparently the guest's
+//! scheduler skips an idle CPU that the host has descheduled). Timed inside 10,000-key checkpoints (`cairn
 //! bench`, medians of 100): a helper spawned per checkpoint started 1.36 ms after its spawn,
 //! on the same CPU in 67 of 100; a parked one started once the first part was done, on the
 //! same CPU, in most checkpoints. Allowed on every CPU but the offering thread's, it runs
