@@ -156,11 +156,13 @@ pub struct PanickingDisk {
     disk: cairn::storage::SimStorage,
     on: SegmentWrite,
     armed: std::sync::atomic::AtomicBool,
+    /// The name of the thread it panicked on.
+    panicked_on: std::sync::Mutex<Option<String>>,
 }
 
 impl PanickingDisk {
     pub fn new(fs: &SimFs, on: SegmentWrite) -> Arc<PanickingDisk> {
-        Arc::new(PanickingDisk { disk: fs.storage(), on, armed: false.into() })
+        Arc::new(PanickingDisk { disk: fs.storage(), on, armed: false.into(), panicked_on: Default::default() })
     }
 
     /// Panic at the next segment write of the kind chosen.
@@ -168,8 +170,16 @@ impl PanickingDisk {
         self.armed.store(true, Ordering::SeqCst);
     }
 
+    /// The name of the thread it panicked on, once it has.
+    pub fn panicked_on(&self) -> Option<String> {
+        self.panicked_on.lock().ok().and_then(|name| name.clone())
+    }
+
     fn panic_if_armed(&self, kind: SegmentWrite, name: &str) {
         if kind == self.on && name.starts_with("segments/") && self.armed.swap(false, Ordering::SeqCst) {
+            if let Ok(mut on) = self.panicked_on.lock() {
+                *on = Some(std::thread::current().name().unwrap_or("unnamed").to_string());
+            }
             panic!("a test's disk panics writing {name}");
         }
     }

@@ -290,18 +290,25 @@ fn a_background_io_error_surfaces_on_the_handle_and_the_previous_checkpoint_rest
     Ok(())
 }
 
+/// A store on a disk that panics at a checkpoint's segment write once armed, with one
+/// committed checkpoint ("good": `a` = `1`), its table, and that checkpoint's state.
+fn committed_on_a_panicking_disk(fs: &SimFs) -> Result<(Arc<PanickingDisk>, Store, cairn::Table, Dump)> {
+    let disk = PanickingDisk::new(fs, SegmentWrite::Checkpoint);
+    let store = Store::open_storage(disk.clone(), Options::new())?;
+    let t = store.table("t")?;
+    t.put(b"a", b"1")?;
+    store.checkpoint(b"good")?;
+    let good = dump(&store)?;
+    Ok((disk, store, t, good))
+}
+
 /// A panic while a checkpoint persists fails that checkpoint, poisons the store (whose
 /// pipeline goes on answering) and hangs nothing: the handle gets the error, later writes and
 /// checkpoints are refused, the store closes, and a reopen restores the last committed state.
 #[test]
 fn a_panic_while_persisting_fails_the_checkpoint_and_poisons_the_store() -> Result<()> {
     let fs = SimFs::new();
-    let disk = PanickingDisk::new(&fs, SegmentWrite::Checkpoint);
-    let store = Store::open_storage(disk.clone(), Options::new())?;
-    let t = store.table("t")?;
-    t.put(b"a", b"1")?;
-    store.checkpoint(b"good")?;
-    let good = dump(&store)?;
+    let (disk, store, t, good) = committed_on_a_panicking_disk(&fs)?;
     without_hanging("a checkpoint that panics, then the store", move || {
         disk.arm();
         t.put(b"a", b"2")?;
@@ -317,6 +324,44 @@ fn a_panic_while_persisting_fails_the_checkpoint_and_poisons_the_store() -> Resu
     let reopened = sim_store(&fs, Options::new())?;
     assert_eq!(dump(&reopened)?, good);
     assert_eq!(reopened.head()?.map(|h| h.metadata), Some(b"good".to_vec()));
+    Ok(())
+}
+
+/// A panic in the thread that writes a large checkpoint's full segments while the rest is cut
+/// reaches the checkpoint the same way: it fails `Poisoned`, the store is poisoned, nothing
+/// hangs, and a reopen restores the last committed state.
+#[test]
+fn a_panic_in_the_segment_writer_thread_fails_the_checkpoint_and_poisons_the_store() -> Result<()> {
+    let fs = SimFs::new();
+    let (disk, store, t, good) = committed_on_a_panicking_disk(&fs)?;
+    let armed = disk.clone();
+    without_hanging("a checkpoint whose segment writer panics, then the store", move || {
+        // About 11 MB of values that do not compress: three segments, the first two written
+        // by the checkpoint's writer thread.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for i in 0..2_200u32 {
+            let value: Vec<u8> = (0..5_000)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            t.put(&i.to_be_bytes(), &value)?;
+        }
+        armed.arm();
+        let failed = store.checkpoint(b"large");
+        assert!(matches!(&failed, Err(Error::Poisoned(why)) if why.contains("panicked")), "{failed:?}");
+        assert!(matches!(store.checkpoint(b"after"), Err(Error::Poisoned(_))));
+        assert_eq!(store.stats()?.checkpoints_in_flight, 0);
+        drop((t, store));
+        Ok(())
+    });
+    assert_eq!(disk.panicked_on().as_deref(), Some("cairn-spill"), "the panic was not in the segment writer");
+    let reopened = sim_store(&fs, Options::new())?;
+    assert_eq!(dump(&reopened)?, good);
+    assert!(reopened.verify()?.is_ok());
     Ok(())
 }
 
