@@ -235,3 +235,19 @@ pub fn without_hanging(what: &str, f: impl FnOnce() -> Result<()> + Send + 'stat
         Err(e) => panic!("{what}: hung or panicked ({e})"),
     }
 }
+
+/// `count` values of `len` bytes each that do not compress (bytes of one xorshift64 stream,
+/// the same on every call): a checkpoint of them takes as many bytes in its segments.
+pub fn incompressible_values(count: usize, len: usize) -> impl Iterator<Item = Vec<u8>> {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    (0..count).map(move |_| {
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    })
+}

@@ -7,7 +7,9 @@
 
 use cairn::storage::SimFs;
 use cairn::{CheckpointRecord, CompactStep, Error, Options, Outcome, Result, Retention, Store, WhenBusy};
-use cairn_tests::{dump, dump_view, sim_store, tiny_chunks, without_hanging, Dump, PanickingDisk, SegmentWrite};
+use cairn_tests::{
+    dump, dump_view, incompressible_values, sim_store, tiny_chunks, without_hanging, Dump, PanickingDisk, SegmentWrite,
+};
 use proptest::prelude::*;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
@@ -338,16 +340,7 @@ fn a_panic_in_the_segment_writer_thread_fails_the_checkpoint_and_poisons_the_sto
     without_hanging("a checkpoint whose segment writer panics, then the store", move || {
         // About 11 MB of values that do not compress: three segments, the first two written
         // by the checkpoint's writer thread.
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        for i in 0..2_200u32 {
-            let value: Vec<u8> = (0..5_000)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    x as u8
-                })
-                .collect();
+        for (i, value) in (0u32..).zip(incompressible_values(2_200, 5_000)) {
             t.put(&i.to_be_bytes(), &value)?;
         }
         armed.arm();

@@ -5,7 +5,7 @@
 
 use cairn::storage::{CrashMode, LocalStorage, SimFs, Storage, PACED_PIECE};
 use cairn::{Error, Options, Result, Store};
-use cairn_tests::{dump, sim_store, tiny_chunks, Dump, TempDir};
+use cairn_tests::{dump, incompressible_values, sim_store, tiny_chunks, Dump, TempDir};
 
 const MODES: [CrashMode; 5] = [
     CrashMode::DropUnsynced,
@@ -116,16 +116,7 @@ fn crash_after_every_operation_of_a_checkpoint_of_several_segments() -> Result<(
         t.put(b"base", b"committed")?;
         store.checkpoint(b"base")?;
         // Values that do not compress: 2,200 of 5,000 bytes.
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        for i in 0..2_200u32 {
-            let value: Vec<u8> = (0..5_000)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    x as u8
-                })
-                .collect();
+        for (i, value) in (0u32..).zip(incompressible_values(2_200, 5_000)) {
             t.put(&i.to_be_bytes(), &value)?;
         }
         t.delete(b"base")?;

@@ -381,7 +381,6 @@ fn write_runs_bounded(
     threads: usize,
     part_thread: Option<&PartThread>,
 ) -> Vec<RunRef> {
-    let by_key = |a: &(Key, Option<Value>), b: &(Key, Option<Value>)| a.0.cmp(&b.0);
     if !(SPLIT_MIN_ENTRIES..=SPLIT_MAX_ENTRIES).contains(&entries.len()) {
         entries.sort_unstable_by(by_key);
         let mut writer = RunWriter::bounded(target, threads, index_bytes_max);
@@ -416,7 +415,6 @@ fn write_parts(
     threads: usize,
     part_thread: Option<&PartThread>,
 ) -> Vec<RunRef> {
-    let by_key = |a: &(Key, Option<Value>), b: &(Key, Option<Value>)| a.0.cmp(&b.0);
     let target = part.target;
     let (offered, mut part) = match part_thread {
         Some(thread) if threads >= 2 => (Some(thread.offer(part)), None),
@@ -457,6 +455,11 @@ fn write_parts(
     };
     entries.append(&mut second);
     writer.finish(sink)
+}
+
+/// The order of a run's entries: by key (each key is there once).
+fn by_key(a: &(Key, Option<Value>), b: &(Key, Option<Value>)) -> std::cmp::Ordering {
+    a.0.cmp(&b.0)
 }
 
 /// A checkpoint's run of at least this many entries is cut as two parts, the second by the
@@ -1227,7 +1230,7 @@ mod tests {
             let mut entries = large_entries(n);
             let mut sink = ChunkSink::new(&|_| false, SegmentId(1), &Options::new());
             let half = entries.len() / 2;
-            entries.select_nth_unstable_by(half, |a, b| a.0.cmp(&b.0));
+            entries.select_nth_unstable_by(half, by_key);
             let (out, received) = crossbeam_channel::bounded(SECOND_PART_BATCHES);
             let part = SecondPart { entries: entries.split_off(half), target: 65_536, out, panic_at_batch };
             let runs = write_parts(&mut sink, &mut entries, part, received, RUN_INDEX_BYTES_MAX, 2, part_thread);

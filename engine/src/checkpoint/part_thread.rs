@@ -16,8 +16,8 @@
 //! cut (it is busy with another store's part, or its CPU with other work), and cuts it
 //! itself, into the same bytes (`format-spec.md` 5). One thread serves the process.
 
-use super::{feed, Cutter, HashedBatch};
-use crate::state::{CapturedEntries, Key, Value};
+use super::{by_key, feed, Cutter, HashedBatch};
+use crate::state::CapturedEntries;
 use crossbeam_channel::{Receiver, Sender};
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -169,7 +169,7 @@ fn cut(part: SecondPart) {
         sent += 1;
         let _ = out.send(FromPart::Batch(batch));
     };
-    entries.sort_unstable_by(|a: &(Key, Option<Value>), b| a.0.cmp(&b.0));
+    entries.sort_unstable_by(by_key);
     let mut cutter = Cutter::new(target);
     feed(&mut entries, |key, value| {
         if cutter.push_entry(key, value) {
