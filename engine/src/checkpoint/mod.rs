@@ -8,6 +8,7 @@
 //! sorted, cut and hashed by a parked thread beside the first (`write_run`, `part_thread.rs`).
 
 mod chunker;
+mod order;
 mod part_thread;
 
 use crate::format::{
@@ -381,17 +382,17 @@ fn write_runs_bounded(
     threads: usize,
     part_thread: Option<&PartThread>,
 ) -> Vec<RunRef> {
+    // In key order first (`order.rs`): the two parts below are then each in order too.
+    order::sort_by_key(entries);
     if !(SPLIT_MIN_ENTRIES..=SPLIT_MAX_ENTRIES).contains(&entries.len()) {
-        entries.sort_unstable_by(by_key);
         let mut writer = RunWriter::bounded(target, threads, index_bytes_max);
         feed(entries, |key, value| writer.push_entry(sink, key, value));
         return writer.finish(sink);
     }
     // Two parts, each cut from an empty chunk (`format-spec.md` 5), so that the second can be
-    // sorted, cut and hashed on another thread with the same result as on this one. The
-    // first `half` keys in order go first, each part unsorted (selection is linear).
+    // cut and hashed on another thread with the same result as on this one. The first `half`
+    // keys in order go first.
     let half = entries.len() / 2;
-    entries.select_nth_unstable_by(half, by_key);
     // Bounded: a large second part waits for this thread rather than piling up batches.
     let (out, received) = crossbeam_channel::bounded::<FromPart>(SECOND_PART_BATCHES);
     let part = SecondPart {
@@ -423,6 +424,8 @@ fn write_parts(
     // The part thread, if it takes the part, hashes on one of the threads.
     let hashing = if offered.is_some() { threads - 1 } else { threads };
     let mut writer = RunWriter::bounded(target, hashing, index_bytes_max);
+    // In order already when it comes from `write_runs_bounded`; the sort then checks that in
+    // one pass (it is linear on sorted input).
     entries.sort_unstable_by(by_key);
     feed(entries, |key, value| writer.push_entry(sink, key, value));
     writer.close(sink);

@@ -22,7 +22,8 @@ use crossbeam_channel::{Receiver, Sender};
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
-/// The second part of a run: its entries (unsorted), and where its hashed batches go.
+/// The second part of a run: its entries (sorted by the thread that cuts them; in order
+/// already from `write_run`, when that sort is one pass), and where its hashed batches go.
 pub(super) struct SecondPart {
     pub(super) entries: CapturedEntries,
     pub(super) target: usize,

@@ -41,6 +41,22 @@ impl Key {
     }
 }
 
+impl Key {
+    /// The key's first 8 bytes, zero-padded, as a big-endian integer: keys with smaller
+    /// prefixes are smaller keys (equal prefixes decide nothing), so a sort can bucket by it.
+    pub(crate) fn prefix(&self) -> u64 {
+        let mut first = [0u8; 8];
+        match self {
+            Key::Inline { bytes, .. } => first.copy_from_slice(&bytes[..8]),
+            Key::Heap(b) => {
+                let n = b.len().min(8);
+                first[..n].copy_from_slice(&b[..n]);
+            }
+        }
+        u64::from_be_bytes(first)
+    }
+}
+
 impl From<&[u8]> for Key {
     fn from(key: &[u8]) -> Self {
         if key.len() <= INLINE_LEN {
