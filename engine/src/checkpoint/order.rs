@@ -13,7 +13,7 @@
 //! whole before its split instead of split by selection then sorted by halves.
 
 use super::by_key;
-use crate::state::CapturedEntries;
+use crate::state::{CapturedEntries, Key};
 
 /// Below this many entries a comparison sort is as quick.
 const BUCKETS_MIN_ENTRIES: usize = 64;
@@ -51,7 +51,7 @@ pub(super) fn sort_by_key(entries: &mut CapturedEntries) {
     let mask = (1u64 << bits) - 1;
     // Prefixes agree above bit `top`, so a smaller bucket number means a smaller prefix, which
     // means a smaller key (`Key::prefix`).
-    let bucket = |(key, _): &(crate::state::Key, _)| ((key.prefix() >> shift) & mask) as usize;
+    let bucket = |(key, _): &(Key, _)| ((key.prefix() >> shift) & mask) as usize;
     // `starts[b]`: where bucket b begins in the sorted order; the last, the number of entries.
     let mut starts = vec![0usize; (1 << bits) + 1];
     for entry in entries.iter() {
@@ -101,11 +101,12 @@ fn permute(entries: &mut CapturedEntries, sources: &mut [usize]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::{Key, Value};
+    use crate::state::Value;
     use proptest::prelude::*;
 
-    /// `keys` as entries, each with a value naming its position, sorted both ways: the
-    /// bucketed sort must give the comparison sort's order, values still with their keys.
+    /// `keys` (duplicates dropped) as entries in reverse order, each valued with its own
+    /// bytes: the bucketed sort must give the byte order of the keys, each value still
+    /// with its key.
     fn check(keys: &[Vec<u8>]) {
         let mut unique = keys.to_vec();
         unique.sort();

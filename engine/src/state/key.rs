@@ -39,9 +39,7 @@ impl Key {
             Key::Heap(b) => b,
         }
     }
-}
 
-impl Key {
     /// The key's first 8 bytes, zero-padded, as a big-endian integer: keys with smaller
     /// prefixes are smaller keys (equal prefixes decide nothing), so a sort can bucket by it.
     pub(crate) fn prefix(&self) -> u64 {
