@@ -329,3 +329,109 @@ fn compaction_gives_way_to_a_checkpoint_in_flight_for_a_bounded_time() -> Result
     assert!(store.verify()?.is_ok());
     Ok(())
 }
+
+/// A store of table `t` with six checkpoints each rewriting 50 keys: past its bound of two
+/// runs, so a compaction merges.
+fn six_checkpoints(fs: &SimFs) -> Result<cairn::Store> {
+    let store = sim_store(fs, tiny_chunks().max_runs_per_table(2))?;
+    let t = store.table("t")?;
+    for round in 0u8..6 {
+        for k in 0u32..50 {
+            t.put(&k.to_be_bytes(), &[round; 40])?;
+        }
+        store.checkpoint(b"")?;
+    }
+    Ok(store)
+}
+
+/// A checkpoint held in flight at its first write; returns its handle and when it got there.
+fn hold_a_checkpoint(fs: &SimFs, store: &cairn::Store) -> Result<(CheckpointHandle, Instant)> {
+    store.table("t")?.put(b"during", b"the compaction")?;
+    fs.hold_writes();
+    let handle = store.checkpoint_async(b"held")?;
+    fs.wait_for_held_write();
+    Ok((handle, Instant::now()))
+}
+
+/// Compaction's reads give way to checkpoints too (a merge reads back segments a checkpoint
+/// wrote past the page cache, and those reads slowed its fsyncs): with a checkpoint in flight
+/// (held at its first write) when the GC's mark begins, the mark's first read waits
+/// [`COMPACTION_YIELD_MAX`], then, the checkpoint still being held, goes ahead: the wait is
+/// bounded. Everything reads back.
+#[test]
+fn the_gc_reads_give_way_to_a_checkpoint_in_flight_for_a_bounded_time() {
+    without_hanging("the gc's reads give way", || {
+        let fs = SimFs::new();
+        let store = six_checkpoints(&fs)?;
+        let mut held: Option<(CheckpointHandle, Instant)> = None;
+        let (report, first_read) = std::thread::scope(|scope| {
+            let fs = &fs;
+            let mut watcher = None;
+            let compacted = store.compact_with_hook(&Retention::keep_all(), |step| {
+                // The GC's mark comes next, reading every segment's chunk table.
+                if step == CompactStep::RetentionApplied {
+                    let (handle, since) = hold_a_checkpoint(fs, &store)?;
+                    held = Some((handle, since));
+                    fs.hold_reads();
+                    watcher = Some(scope.spawn(move || {
+                        fs.wait_for_held_read();
+                        let waited = since.elapsed();
+                        fs.release_writes();
+                        fs.release_reads();
+                        waited
+                    }));
+                }
+                Ok(())
+            });
+            // Whatever happened, nothing stays held (a watcher still waiting gets a read to see).
+            fs.release_writes();
+            fs.release_reads();
+            (compacted, watcher.map(|w| w.join()))
+        });
+        let report = report?;
+        let (handle, _) = held.ok_or_else(|| Error::NotFound(format!("the retention step: {report:?}")))?;
+        let info = handle.wait()?;
+        let waited = match first_read {
+            Some(Ok(waited)) => waited,
+            other => return Err(Error::NotFound(format!("the mark's first read: {other:?}"))),
+        };
+        assert!(waited >= COMPACTION_YIELD_MAX, "the mark's first read came {waited:?} after the checkpoint started");
+        assert_eq!(dump_view(&store.at(info.id)?)?, dump(&store)?);
+        assert!(store.verify()?.is_ok());
+        Ok(())
+    });
+}
+
+/// A merge's reads give way to a checkpoint in flight the same way. The merge is stopped at
+/// its first read (a checkpoint holds the commit lock from its start, so it must begin once
+/// the merge has planned under that lock); a checkpoint then starts and is held at its first
+/// write; the merge's next read waits [`COMPACTION_YIELD_MAX`] and then goes ahead. The
+/// merge commits and everything reads back.
+#[test]
+fn a_merge_reads_give_way_to_a_checkpoint_in_flight_for_a_bounded_time() {
+    without_hanging("a merge's reads give way", || {
+        let fs = SimFs::new();
+        let store = six_checkpoints(&fs)?;
+        fs.hold_reads();
+        let (report, held) = std::thread::scope(|scope| {
+            let compaction = scope.spawn(|| store.compact_with(&Retention::keep_all()));
+            fs.wait_for_reads_held(1);
+            let held = hold_a_checkpoint(&fs, &store).map(|(handle, since)| {
+                fs.let_one_read_go();
+                fs.wait_for_reads_held(2);
+                (handle, since.elapsed())
+            });
+            fs.release_writes();
+            fs.release_reads();
+            (compaction.join(), held)
+        });
+        let report = report.map_err(|_| Error::NotFound("the compaction's result".into()))??;
+        let (handle, waited) = held?;
+        let info = handle.wait()?;
+        assert!(waited >= COMPACTION_YIELD_MAX, "the merge's next read came {waited:?} after the checkpoint started");
+        assert!(report.runs_merged > 0, "{report:?}");
+        assert_eq!(dump_view(&store.at(info.id)?)?, dump(&store)?);
+        assert!(store.verify()?.is_ok());
+        Ok(())
+    });
+}

@@ -103,6 +103,10 @@ struct Gate {
 struct GateState {
     closed: bool,
     waiting: usize,
+    /// Waiters let through one at a time while the gate stays closed ([`Gate::let_one_pass`]).
+    passes: usize,
+    /// Operations that have come to the gate while it was closed, in all.
+    arrived: u64,
 }
 
 impl Gate {
@@ -116,16 +120,36 @@ impl Gate {
             return;
         }
         g.waiting += 1;
+        g.arrived += 1;
         self.changed.notify_all();
-        while g.closed {
+        while g.closed && g.passes == 0 {
             g = self.changed.wait(g).unwrap_or_else(|p| p.into_inner());
+        }
+        if g.closed {
+            g.passes -= 1;
         }
         g.waiting -= 1;
     }
 
+    /// Let one waiter (or the next to come) through, the gate staying closed.
+    fn let_one_pass(&self) {
+        self.lock().passes += 1;
+        self.changed.notify_all();
+    }
+
+    /// Block until at least `n` operations in all have come to the gate while it was closed.
+    fn wait_for_arrived(&self, n: u64) {
+        let mut g = self.lock();
+        while g.arrived < n {
+            g = self.changed.wait(g).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
     /// Close the gate, or open it and let every waiter go.
     fn set_closed(&self, closed: bool) {
-        self.lock().closed = closed;
+        let mut g = self.lock();
+        g.closed = closed;
+        g.passes = 0;
         self.changed.notify_all();
     }
 
@@ -283,6 +307,17 @@ impl SimFs {
     /// Block until at least one read waits at the gate [`SimFs::hold_reads`] closed.
     pub fn wait_for_held_read(&self) {
         self.read_gate.wait_for(1);
+    }
+
+    /// Let one held read (or the next read to come) go, later reads still held.
+    pub fn let_one_read_go(&self) {
+        self.read_gate.let_one_pass();
+    }
+
+    /// Block until `n` reads in all have come to the gate [`SimFs::hold_reads`] closed (counting
+    /// those let go since), so a test can stop a reader at its `n`-th read.
+    pub fn wait_for_reads_held(&self, n: u64) {
+        self.read_gate.wait_for_arrived(n);
     }
 
     /// From now on every size query (`stat`) of a file in directory `dir` waits until

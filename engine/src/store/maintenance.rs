@@ -145,9 +145,9 @@ impl Store {
     ///
     /// Every retained checkpoint reads exactly as before. A crash at any instant loses
     /// nothing; running it again finishes the job. Writers wait only while a step holds the
-    /// store's lock; checkpoints may run between steps. Its writes, deletes and syncs give way
-    /// to checkpoints in flight, for at most [`crate::COMPACTION_YIELD_MAX`] each (see
-    /// [`crate::Options::background_compaction`]).
+    /// store's lock; checkpoints may run between steps. Its reads, writes, deletes and syncs
+    /// give way to checkpoints in flight, for at most [`crate::COMPACTION_YIELD_MAX`] each
+    /// (see [`crate::Options::background_compaction`]).
     pub fn compact_with(&self, retention: &Retention) -> Result<CompactionReport> {
         self.compact_with_hook(retention, |_| Ok(()))
     }
@@ -294,12 +294,12 @@ impl Store {
             let Some(table) = base.tables.get(i) else { continue };
             let written = match plan {
                 merge::Plan::Runs { start } => {
-                    merge::write_merged_runs(st, &chunks, table, start, &mut sink, target, threads)
+                    merge::write_merged_runs(&paced, &chunks, table, start, &mut sink, target, threads)
                         .map(|runs| table.runs.get(..start).unwrap_or_default().iter().copied().chain(runs).collect())
                 }
                 merge::Plan::Slice => {
                     report.slices_merged += 1;
-                    merge::write_slice_merge(st, &chunks, table, opts.merge_slices, &mut sink, target, threads)
+                    merge::write_slice_merge(&paced, &chunks, table, opts.merge_slices, &mut sink, target, threads)
                 }
             };
             let runs: Vec<format::RunRef> = match written {
@@ -504,7 +504,7 @@ impl Store {
             inner.gc_guard = Some(inner.reserved_chunks.clone());
             (head, inner.chunks.clone())
         };
-        let st = self.shared.storage.as_ref();
+        let st = &Yielding::new(&self.shared);
         let manifest_ids: Vec<CheckpointId> = st
             .list(MANIFESTS)?
             .iter()
@@ -582,7 +582,7 @@ impl Store {
         index: &version::ChunkIndex,
         candidates: Vec<(format::ChunkHash, format::ChunkHash)>,
     ) -> Result<PlannedDeltas> {
-        let st = self.shared.storage.as_ref();
+        let st = &Yielding::new(&self.shared);
         let mut cache = std::mem::take(&mut self.shared.lock()?.delta_cache);
         let mut kept = HashMap::with_capacity(candidates.len());
         let mut deltas = HashMap::new();

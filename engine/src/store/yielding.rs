@@ -1,17 +1,25 @@
-//! Compaction's writes give way to checkpoints.
+//! Compaction's reads and writes give way to checkpoints.
 //!
 //! A checkpoint's latency is mostly its fsyncs, and an fsync waits for whatever else the
-//! disk is writing. A compaction writing a 4 MiB segment or deleting a batch of segments
+//! disk is doing. A compaction writing a 4 MiB segment or deleting a batch of segments
 //! while a checkpoint commits made that checkpoint wait for both: these were the stalls of
 //! `cairn bench --background-compaction` (p99 at 2.6-3.3x p50, every slow round overlapping
-//! a compaction write, fsync or delete).
+//! a compaction write, fsync or delete). Once writes gave way, the slowest rounds left
+//! overlapped a merge's reads: a checkpoint's segment is written with direct I/O, so a merge
+//! reads it back from the disk, not the page cache, and those reads queued beside the
+//! checkpoint's fsyncs (commits of 10-25 ms against 3-4 ms).
 //!
-//! [`Yielding`] is the storage compaction writes through when it holds no lock: before each
-//! write, delete or sync it waits until no checkpoint is in flight, for at most
-//! [`COMPACTION_YIELD_MAX`], so its I/O falls between checkpoints. It writes a segment in
-//! pieces ([`Storage::put_paced`]), each sent to the disk before the next, so a checkpoint
-//! that starts meanwhile waits behind one piece, not a whole segment. Reads go straight
-//! through.
+//! [`Yielding`] is the storage compaction reads and writes through when it holds no lock:
+//! before each read, write, delete or sync it waits until no checkpoint is in flight, for at
+//! most [`COMPACTION_YIELD_MAX`], so its I/O falls between checkpoints. It writes a segment
+//! in pieces ([`Storage::put_paced`]), each sent to the disk before the next, so a checkpoint
+//! that starts meanwhile waits behind one piece, not a whole segment.
+//!
+//! Its waits are budgeted: one `Yielding` waits in all at most [`COMPACTION_YIELD_MAX`] more
+//! than the time it has spent working (its age less its waits). With checkpoints back to
+//! back, never a moment without one in flight, a compaction that reads chunk by chunk would
+//! otherwise wait the whole bound before every read; with the budget it keeps at least about
+//! half its pace.
 //!
 //! It must not be used while holding the store's lock or its commit lock: it takes the
 //! store's lock to wait, and a checkpoint waiting for the commit lock is in flight, so the
@@ -20,27 +28,41 @@
 use super::Shared;
 use crate::storage::Storage;
 use crate::Result;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// The longest compaction waits for checkpoints in flight to end before each of its writes
-/// (a piece of a segment), deletes or syncs. Bounded so that a store checkpointing without
-/// pause still compacts.
+/// The longest compaction waits for checkpoints in flight to end before each of its reads,
+/// writes (a piece of a segment), deletes or syncs. Bounded so that a store checkpointing
+/// without pause still compacts (and the waits of one step in all by its budget: see
+/// [`Yielding`]).
 pub const COMPACTION_YIELD_MAX: Duration = Duration::from_millis(100);
 
-/// The store's storage, waiting for a pause in checkpoints before each change.
+/// The store's storage, waiting for a pause in checkpoints before each read and change.
 pub(crate) struct Yielding<'a> {
     shared: &'a Shared,
+    /// When it was made: its age, less `waited`, is the time it has spent working.
+    made: Instant,
+    /// How long its waits took in all.
+    waited: Mutex<Duration>,
 }
 
 impl<'a> Yielding<'a> {
     pub(crate) fn new(shared: &'a Shared) -> Self {
-        Yielding { shared }
+        Yielding { shared, made: Instant::now(), waited: Mutex::new(Duration::ZERO) }
     }
 
-    /// Wait until no checkpoint is in flight, or [`COMPACTION_YIELD_MAX`] has passed. (A
-    /// poisoned lock ends the wait: the write that follows reports what it finds.)
+    /// Wait until no checkpoint is in flight, for at most [`COMPACTION_YIELD_MAX`] and at most
+    /// what is left of the budget (see the module's doc). (A poisoned lock ends the wait: the
+    /// operation that follows reports what it finds.)
     pub(crate) fn give_way(&self) {
-        let deadline = Instant::now() + COMPACTION_YIELD_MAX;
+        let left = wait_allowed(self.made.elapsed(), *self.waited.lock().unwrap_or_else(|p| p.into_inner()));
+        let started = Instant::now();
+        self.wait_while_in_flight(started + left);
+        *self.waited.lock().unwrap_or_else(|p| p.into_inner()) += started.elapsed();
+    }
+
+    /// Wait until no checkpoint is in flight or `deadline` has passed.
+    fn wait_while_in_flight(&self, deadline: Instant) {
         let Ok(mut inner) = self.shared.lock() else { return };
         while inner.in_flight > 0 {
             let Some(left) = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) else {
@@ -58,8 +80,17 @@ impl<'a> Yielding<'a> {
     }
 }
 
-/// Only `put`, `delete` and `sync` are what compaction calls outside the locks; `put_new` and
-/// `commit_head` give way too, so the wrapper keeps its promise whatever is called.
+/// The longest the next wait may take, for a [`Yielding`] of age `age` whose waits took
+/// `waited` in all: [`COMPACTION_YIELD_MAX`], and no more than keeps its waits within
+/// [`COMPACTION_YIELD_MAX`] plus the time it spent working (`age - waited`).
+fn wait_allowed(age: Duration, waited: Duration) -> Duration {
+    let worked = age.saturating_sub(waited);
+    (worked + COMPACTION_YIELD_MAX).saturating_sub(waited).min(COMPACTION_YIELD_MAX)
+}
+
+/// Compaction calls `put`, `delete`, `sync` and the reads outside the locks; `put_new` and
+/// `commit_head` give way too, so the wrapper keeps its promise whatever is called. Sizes and
+/// listings go straight through (file-system metadata, which the page cache holds).
 impl Storage for Yielding<'_> {
     fn put(&self, name: &str, bytes: &[u8]) -> Result<()> {
         self.storage().put_paced(name, bytes, &mut || self.give_way())
@@ -81,10 +112,12 @@ impl Storage for Yielding<'_> {
     }
 
     fn read(&self, name: &str, max_len: usize) -> Result<Vec<u8>> {
+        self.give_way();
         self.storage().read(name, max_len)
     }
 
     fn read_range(&self, name: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
+        self.give_way();
         self.storage().read_range(name, offset, len)
     }
 
@@ -107,5 +140,37 @@ impl Storage for Yielding<'_> {
 
     fn location(&self) -> String {
         self.storage().location()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn each_wait_is_bounded_and_all_waits_stay_within_the_time_worked_plus_the_bound() {
+        // A fresh one may wait the whole bound, once.
+        assert_eq!(wait_allowed(Duration::ZERO, Duration::ZERO), COMPACTION_YIELD_MAX);
+        // Having waited it, it waits again only as long as it has worked since.
+        assert_eq!(wait_allowed(100 * MS, 100 * MS), Duration::ZERO);
+        assert_eq!(wait_allowed(130 * MS, 100 * MS), 30 * MS);
+        // Never more than the bound at once, however long it has worked.
+        assert_eq!(wait_allowed(10_000 * MS, Duration::ZERO), COMPACTION_YIELD_MAX);
+        assert_eq!(wait_allowed(1_000 * MS, 500 * MS), COMPACTION_YIELD_MAX);
+        // Waits past the budget (one ended late) leave nothing, never a negative wait.
+        assert_eq!(wait_allowed(300 * MS, 250 * MS), Duration::ZERO);
+        // So with a checkpoint always in flight (every wait the most allowed), waits take
+        // about half of its time once past the first bound.
+        let (mut age, mut waited) = (Duration::ZERO, Duration::ZERO);
+        for _ in 0..1000 {
+            let wait = wait_allowed(age, waited);
+            waited += wait;
+            age += wait + MS;
+        }
+        let worked = age - waited;
+        assert!(waited <= worked + COMPACTION_YIELD_MAX, "waited {waited:?}, worked {worked:?}");
+        assert!(waited + 2 * COMPACTION_YIELD_MAX >= worked, "waited {waited:?}, worked {worked:?}");
     }
 }
