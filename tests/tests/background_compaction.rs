@@ -383,7 +383,8 @@ fn the_gc_reads_give_way_to_a_checkpoint_in_flight_for_a_bounded_time() {
                 }
                 Ok(())
             });
-            // Whatever happened, nothing stays held (a watcher still waiting gets a read to see).
+            // Whatever happened, nothing stays held. (Had the mark never read, the watcher
+            // would still wait and `without_hanging` would report it.)
             fs.release_writes();
             fs.release_reads();
             (compacted, watcher.map(|w| w.join()))
@@ -425,7 +426,7 @@ fn a_merge_reads_give_way_to_a_checkpoint_in_flight_for_a_bounded_time() {
             fs.release_reads();
             (compaction.join(), held)
         });
-        let report = report.map_err(|_| Error::NotFound("the compaction's result".into()))??;
+        let report = report.map_err(|_| Error::NotFound("the compaction's result: its thread panicked".into()))??;
         let (handle, waited) = held?;
         let info = handle.wait()?;
         assert!(waited >= COMPACTION_YIELD_MAX, "the merge's next read came {waited:?} after the checkpoint started");
