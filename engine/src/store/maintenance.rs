@@ -1,6 +1,6 @@
 //! Pins, explicit deletion and compaction (retention, run merging, garbage collection).
 
-use super::yielding::Yielding;
+use super::yielding::{WaitBudget, Yielding};
 use super::{Inner, Store};
 use crate::checkpoint::{self, ChunkSink, NewManifest};
 use crate::compaction::{gc, merge, select_retained, Candidate, CompactionReport, Retention};
@@ -179,6 +179,8 @@ impl Store {
             }
             inner.compacting = true;
         }
+        // Its waits for checkpoints are budgeted from now (`yielding.rs`).
+        *self.shared.compaction_waits.lock().unwrap_or_else(|p| p.into_inner()) = WaitBudget::new();
         let result = self.compact_steps(retention, keep, &mut hook);
         let mut inner = self.shared.lock()?;
         inner.compacting = false;

@@ -232,6 +232,9 @@ pub(crate) struct Shared {
     commit: Mutex<()>,
     /// Signalled (with `inner`) whenever a checkpoint ends.
     idle: Condvar,
+    /// How long the running compaction has given way to checkpoints (`yielding.rs`); never
+    /// held while taking another lock.
+    compaction_waits: Mutex<yielding::WaitBudget>,
 }
 
 impl Shared {
@@ -435,7 +438,14 @@ impl Store {
         let pipeline = if opts.read_only { None } else { Some(Pipeline::start()?) };
         let compactor =
             if opts.background_compaction && !opts.read_only { Some(compactor::Compactor::start()?) } else { None };
-        let shared = Shared { storage, opts, inner: Mutex::new(inner), commit: Mutex::new(()), idle: Condvar::new() };
+        let shared = Shared {
+            storage,
+            opts,
+            inner: Mutex::new(inner),
+            commit: Mutex::new(()),
+            idle: Condvar::new(),
+            compaction_waits: Mutex::new(yielding::WaitBudget::new()),
+        };
         Ok(Store { shared: Arc::new(shared), pipeline, compactor })
     }
 
