@@ -19,10 +19,11 @@
 //! [`COMPACTION_YIELD_MAX`] plus a quarter of the time it has spent working (its age less
 //! its waits). With checkpoints back to back, never a moment without one in flight, a
 //! compaction that reads chunk by chunk would otherwise wait the whole bound before every
-//! read; with the budget it keeps at least about four fifths of its pace. The price is space when checkpoints never pause: over 1,000
-//! back-to-back rounds of `cairn bench --background-compaction 0` the store ended at 6.4-7.9x
-//! its payload against 4.2-5.6x with reads not giving way (a budget of the whole time worked,
-//! half the pace, 8.2-10.1x), while checkpoint p99 fell by a third or more.
+//! read; with the budget it keeps at least about four fifths of its pace. The price is space
+//! when checkpoints never pause: over 1,000 back-to-back rounds of `cairn bench
+//! --background-compaction 0` the store ended at 6.4-7.9x its payload against 4.2-5.6x with
+//! reads not giving way (with a budget of the whole time worked, half the pace, 8.2-10.1x),
+//! while checkpoint p99 fell by a fifth to a half.
 //!
 //! It must not be used while holding the store's lock or its commit lock: it takes the
 //! store's lock to wait, and a checkpoint waiting for the commit lock is in flight, so the
