@@ -254,9 +254,9 @@ impl Options {
     /// checkpoints on the disk: before each of its reads, writes (a segment goes in 512 KiB
     /// pieces, each sent to the disk before the next), deletes and syncs, it waits until no
     /// checkpoint is in flight, for at most [`crate::COMPACTION_YIELD_MAX`], and one
-    /// compaction waits in all at most that bound plus a quarter of the time it spent working. So
-    /// with checkpoints back to back and never a moment without one in flight, compaction
-    /// still goes on at about four fifths of its pace.
+    /// compaction waits in all at most that bound plus a quarter of the time it spent
+    /// working. So with checkpoints back to back and never a moment without one in flight,
+    /// compaction still goes on at about four fifths of its pace.
     /// Failures are kept in [`crate::Stats::last_auto_compact_error`]. Not with
     /// [`Options::auto_compact`].
     pub fn background_compaction(mut self, on: bool) -> Self {
