@@ -286,7 +286,7 @@ fn hashmap_floor_in_child(args: &BenchArgs) -> Result<f64, CliError> {
         .args(["--keys", &args.keys.to_string(), "--dirty", &args.dirty.to_string()])
         .args(["--rounds", &args.rounds.to_string()]);
     if let Some(z) = args.zipf {
-        cmd.args(["--zipf", &z.to_string()]);
+        cmd.arg(format!("--zipf={z}"));
     }
     let out = cmd.output().map_err(|e| io("the HashMap floor's process", e))?;
     let text = String::from_utf8_lossy(&out.stdout);
@@ -307,6 +307,13 @@ pub fn bench(args: &BenchArgs) -> Result<(), CliError> {
     }
     if args.dirty > args.keys {
         return Err(CliError::from("--dirty cannot exceed --keys".to_string()));
+    }
+    if let Some(z) = args.zipf {
+        // NaN would make every pick key 0, and a negative exponent favours the rarest keys:
+        // neither is a Zipf workload. 0 is allowed (uniform, through the Zipf code path).
+        if !(z.is_finite() && z >= 0.0) {
+            return Err(CliError::from(format!("--zipf must be a finite exponent of at least 0, not {z}")));
+        }
     }
     if args.dir.exists() {
         return Err(CliError::from(format!("{} exists; bench needs a fresh directory", args.dir.display())));

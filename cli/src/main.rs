@@ -53,8 +53,8 @@ enum Command {
         /// Rounds of updates and a checkpoint (R).
         #[arg(long, value_name = "R", default_value_t = 20)]
         rounds: u64,
-        /// Choose updated keys with a Zipf distribution of this exponent (e.g. 0.99) instead of
-        /// uniformly.
+        /// Choose updated keys with a Zipf distribution of this exponent (finite, at least 0;
+        /// e.g. 0.99) instead of uniformly.
         #[arg(long, value_name = "X")]
         zipf: Option<f64>,
         /// Also print the figures as one JSON object on the last line.

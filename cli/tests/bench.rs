@@ -63,5 +63,14 @@ fn bench_refuses_an_existing_directory_and_bad_sizes() {
     let out = run(&["bench", "--keys", "10", "--dirty", "20", "--dir", "/nonexistent/cairn-bench"]);
     assert!(!out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1, "one-line error");
+    // Not a Zipf exponent: refused before anything runs (NaN used to pick key 0 every time).
+    for zipf in ["--zipf=NaN", "--zipf=inf", "--zipf=-1"] {
+        let fresh = dir.join("never-created");
+        let out = run(&["bench", "--keys", "10", "--dirty", "5", zipf, "--dir", fresh.to_str().unwrap_or_default()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{zipf} was accepted");
+        assert!(stderr.contains("--zipf must be a finite exponent"), "{zipf}: {stderr}");
+        assert!(!fresh.exists(), "{zipf}: the bench directory was created");
+    }
     std::fs::remove_dir_all(&dir).ok();
 }
