@@ -1,0 +1,135 @@
+//! The size limits of an entry: keys of at most `format::MAX_KEY_LEN` (64 KiB), values of at
+//! most `format::MAX_VALUE_LEN` (16 MiB), both possibly empty. These tests check that:
+//! - entries at both limits, and empty ones, come back exact from every retained checkpoint
+//!   while merges and the GC rework the store, and after a reopen, and `verify` finds
+//!   nothing wrong;
+//! - one byte over either limit is refused with `InvalidArgument` and changes nothing: the
+//!   working state is as before and the next checkpoint has nothing to write.
+
+use cairn::format::{MAX_KEY_LEN, MAX_VALUE_LEN};
+use cairn::storage::SimFs;
+use cairn::{CheckpointId, Error, Options, Result, Retention, Store};
+use cairn_tests::{dump, dump_view, key16, sim_store, value100, Dump};
+use std::collections::BTreeMap;
+
+fn opts() -> Options {
+    Options::new().max_runs_per_table(3).merge_slices(2).retention(Retention::keep_last(3))
+}
+
+/// A key of exactly `MAX_KEY_LEN` bytes; `tag` tells such keys apart (and orders them).
+fn longest_key(tag: u8) -> Vec<u8> {
+    let mut key = vec![0x5a; MAX_KEY_LEN];
+    key[0] = tag;
+    key
+}
+
+/// A value of exactly `MAX_VALUE_LEN` bytes that does not compress, different per `version`.
+fn longest_value(version: u64) -> Vec<u8> {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ version.wrapping_mul(0x2545_f491_4f6c_dd1d);
+    let mut value = Vec::with_capacity(MAX_VALUE_LEN);
+    while value.len() < MAX_VALUE_LEN {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        value.extend_from_slice(&x.to_le_bytes());
+    }
+    value.truncate(MAX_VALUE_LEN);
+    value
+}
+
+/// Every retained checkpoint reads as recorded.
+fn check_retained(store: &Store, states: &BTreeMap<CheckpointId, Dump>) -> Result<()> {
+    let retained: Vec<CheckpointId> = store.checkpoints()?.iter().map(|c| c.id).collect();
+    assert!(!retained.is_empty());
+    for id in retained {
+        let expected = states.get(&id).unwrap_or_else(|| panic!("checkpoint {id} was never recorded"));
+        assert!(dump_view(&store.at(id)?)? == *expected, "checkpoint {id} reads differently");
+    }
+    Ok(())
+}
+
+#[test]
+fn entries_at_both_limits_and_empty_ones_survive_merges_the_gc_and_a_reopen() -> Result<()> {
+    let fs = SimFs::new();
+    let store = sim_store(&fs, opts())?;
+    let t = store.table("limits")?;
+    for id in 0..200 {
+        t.put(&key16(id), &value100(id, 0))?;
+    }
+    // The empty key, an empty value (not a tombstone), and both limits at once.
+    t.put(b"", b"the empty key")?;
+    t.put(b"empty value", b"")?;
+    t.put(&longest_key(1), &longest_value(0))?;
+    t.put(&longest_key(2), b"a short value under the longest key")?;
+    let mut states = BTreeMap::new();
+    states.insert(store.checkpoint(b"load")?.id, dump(&store)?);
+    // What compaction did in all: merges, segments deleted and rewritten, chunks as deltas.
+    let (mut merges, mut deleted, mut rewritten, mut deltas) = (0, 0, 0, 0);
+    for round in 1..=9u64 {
+        t.put(&longest_key(1), &longest_value(round))?;
+        t.put(&key16(round), &value100(round, round))?;
+        match round {
+            2 => t.put(&longest_key(3), &longest_value(100 + round))?,
+            3 => assert!(t.delete(b"")?, "the empty key was there"),
+            4 => t.put(b"", b"")?,
+            _ => {}
+        }
+        let state = dump(&store)?;
+        states.insert(store.checkpoint(&round.to_le_bytes())?.id, state.clone());
+        let report = store.compact()?;
+        if let Some(id) = report.merged_into {
+            states.insert(id, state);
+            merges += 1;
+        }
+        deleted += report.segments_deleted;
+        rewritten += report.segments_rewritten;
+        deltas += report.chunks_stored_as_delta;
+        check_retained(&store, &states)?;
+    }
+    // Nine rounds are what it takes (with these options) for the GC to store a chunk as a delta.
+    assert!(
+        merges > 0 && deleted > 0 && rewritten > 0 && deltas > 0,
+        "{merges} {deleted} {rewritten} {deltas}: not covered"
+    );
+    assert_eq!(t.get(b"")?, Some(Vec::new()), "the empty key with an empty value");
+    assert_eq!(t.get(b"empty value")?, Some(Vec::new()));
+    let latest = dump(&store)?;
+    drop(t);
+    drop(store);
+
+    let store = sim_store(&fs, opts())?;
+    assert!(dump(&store)? == latest, "the reopened store differs from its last checkpoint");
+    check_retained(&store, &states)?;
+    let t = store.table("limits")?;
+    assert_eq!(t.get(&longest_key(1))?, Some(longest_value(9)));
+    assert_eq!(t.get(&longest_key(3))?, Some(longest_value(102)));
+    let report = store.verify()?;
+    assert!(report.is_ok(), "{:?}", report.problems);
+    Ok(())
+}
+
+#[test]
+fn one_byte_over_either_limit_is_refused_and_changes_nothing() -> Result<()> {
+    let fs = SimFs::new();
+    let store = sim_store(&fs, opts())?;
+    let t = store.table("limits")?;
+    t.put(&longest_key(1), b"at the key limit")?;
+    t.put(b"k", &longest_value(0))?;
+    store.checkpoint(b"base")?;
+    let before = dump(&store)?;
+
+    let too_long_key = vec![1u8; MAX_KEY_LEN + 1];
+    let too_long_value = vec![2u8; MAX_VALUE_LEN + 1];
+    assert!(matches!(t.put(&too_long_key, b"v"), Err(Error::InvalidArgument(_))));
+    assert!(matches!(t.put(b"k", &too_long_value), Err(Error::InvalidArgument(_))));
+    assert!(matches!(t.put(&too_long_key, &too_long_value), Err(Error::InvalidArgument(_))));
+    assert!(matches!(t.delete(&too_long_key), Err(Error::InvalidArgument(_))));
+    assert!(dump(&store)? == before, "a refused write changed the working state");
+
+    // Nothing was marked dirty: the next checkpoint carries no entry.
+    let info = store.checkpoint(b"after the refusals")?;
+    let view = store.at(info.id)?;
+    assert!(dump_view(&view)? == before);
+    assert_eq!((info.dirty_keys, info.chunks_new), (0, 0), "{info:?}");
+    Ok(())
+}
