@@ -84,7 +84,7 @@ pub fn utc(unix_ms: u64) -> String {
 }
 
 /// Days since 1970-01-01 to a proleptic Gregorian (year, month, day), after Howard Hinnant's
-/// `civil_from_days` (http://howardhinnant.github.io/date_algorithms.html), unsigned since
+/// `civil_from_days` (<http://howardhinnant.github.io/date_algorithms.html>), unsigned since
 /// times before 1970 cannot be stored.
 fn civil_from_days(days: u64) -> (u64, u64, u64) {
     let z = days + 719_468; // days since 0000-03-01

@@ -37,8 +37,8 @@ use std::time::{Duration, Instant};
 
 /// The longest compaction waits for checkpoints in flight to end before each of its reads,
 /// writes (a piece of a segment), deletes or syncs. Bounded so that a store checkpointing
-/// without pause still compacts (and all the waits of one compaction by its budget: see
-/// [`WaitBudget`]).
+/// without pause still compacts. All the waits of one compaction add up to at most this
+/// plus a quarter of the time it spent working, so it keeps about four fifths of its pace.
 pub const COMPACTION_YIELD_MAX: Duration = Duration::from_millis(100);
 
 /// The waits of the compaction running (one per store at a time), restarted as it starts.
