@@ -4,7 +4,8 @@
 //! - `update`: a put of an existing key: cairn (with the dirty set growing to every key, and
 //!   with a durable checkpoint, not timed, after every D puts), a plain `HashMap`, sled 0.34;
 //! - `round`: D updates and a durable checkpoint: cairn; sled (insert, then `flush`, which
-//!   syncs with `sync_file_range` rather than fsync on Linux); a full snapshot (serialize
+//!   syncs with `sync_file_range` rather than fsync on Linux), and sled with an fsync of its
+//!   data file after the flush (`sled-fsync`, like for like); a full snapshot (serialize
 //!   everything, write, fsync, rename, fsync the directory);
 //! - `restore`: cairn open (whole state in memory) and a first get; sled reopen and a scan of
 //!   every pair; reading the full snapshot file into a `HashMap`. Each is timed up to the
@@ -180,7 +181,24 @@ fn round(c: &mut Criterion) {
             BatchSize::PerIteration,
         )
     });
-    drop(db);
+    // Like for like: `flush` syncs with `sync_file_range`, which makes no promise about the
+    // file's metadata nor flushes the device's cache; an fsync of the file it wrote after it
+    // does both, as cairn's and the snapshot's commits do.
+    let sled_file = ok(File::open(sled_dir.0.join("db")));
+    group.bench_function("sled-fsync", |b| {
+        b.iter_batched(
+            &mut next_ids,
+            |(r, ids)| {
+                for id in ids {
+                    ok(db.insert(key16(id), &value100(id, r)[..]));
+                }
+                ok(db.flush());
+                ok(sled_file.sync_all());
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    drop((sled_file, db));
 
     let snap_dir = BenchDir::new("round-snapshot");
     ok(std::fs::create_dir_all(&snap_dir.0));
