@@ -169,35 +169,27 @@ fn round(c: &mut Criterion) {
 
     let sled_dir = BenchDir::new("round-sled");
     let db = loaded_sled(&sled_dir.0, s);
-    group.bench_function("sled", |b| {
-        b.iter_batched(
-            &mut next_ids,
-            |(r, ids)| {
-                for id in ids {
-                    ok(db.insert(key16(id), &value100(id, r)[..]));
-                }
-                ok(db.flush());
-            },
-            BatchSize::PerIteration,
-        )
-    });
-    // Like for like: `flush` syncs with `sync_file_range`, which makes no promise about the
-    // file's metadata nor flushes the device's cache; an fsync of the file it wrote after it
-    // does both, as cairn's and the snapshot's commits do.
+    // Like for like on the second line: `flush` syncs with `sync_file_range`, which makes no
+    // promise about the file's metadata nor flushes the device's cache; an fsync of the file
+    // it wrote after it does both, as cairn's and the snapshot's commits do.
     let sled_file = ok(File::open(sled_dir.0.join("db")));
-    group.bench_function("sled-fsync", |b| {
-        b.iter_batched(
-            &mut next_ids,
-            |(r, ids)| {
-                for id in ids {
-                    ok(db.insert(key16(id), &value100(id, r)[..]));
-                }
-                ok(db.flush());
-                ok(sled_file.sync_all());
-            },
-            BatchSize::PerIteration,
-        )
-    });
+    for (name, fsync) in [("sled", None), ("sled-fsync", Some(&sled_file))] {
+        group.bench_function(name, |b| {
+            b.iter_batched(
+                &mut next_ids,
+                |(r, ids)| {
+                    for id in ids {
+                        ok(db.insert(key16(id), &value100(id, r)[..]));
+                    }
+                    ok(db.flush());
+                    if let Some(file) = fsync {
+                        ok(file.sync_all());
+                    }
+                },
+                BatchSize::PerIteration,
+            )
+        });
+    }
     drop((sled_file, db));
 
     let snap_dir = BenchDir::new("round-snapshot");
