@@ -38,9 +38,10 @@
 //! # }
 //! ```
 //!
-//! Rooms: [`format`](mod@format) (every byte on disk; pure, fuzzed), [`storage`] (the [`Storage`] trait and
-//! its backends), `state` (working tables and dirty set), `checkpoint` (capture and persist),
-//! `version` (the manifest chain, reading verified chunks), and this crate's façade.
+//! Rooms: [`format`](mod@format) (every byte on disk; pure, fuzzed), [`storage`] (the
+//! [`Storage`] trait and its backends), `state` (working tables and dirty set), `checkpoint`
+//! (capture and persist), `version` (the manifest chain, reading verified chunks), and this
+//! crate's façade.
 #![deny(missing_docs)]
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 

@@ -4,7 +4,7 @@
 //!   while merges and the GC rework the store, and after a reopen, and `verify` finds
 //!   nothing wrong;
 //! - one byte over either limit is refused with `InvalidArgument` and changes nothing: the
-//!   working state is as before and the next checkpoint has nothing to write.
+//!   working state is as before, and the next checkpoint has no dirty key and no new chunk.
 
 use cairn::format::{MAX_KEY_LEN, MAX_VALUE_LEN};
 use cairn::storage::SimFs;
