@@ -44,7 +44,8 @@ enum Command {
         figures with their ratio to the floor; with --json, one JSON object as the last line. \
         Works in a fresh directory (default ./cairn-bench-<pid>) that it removes at the end.")]
     Bench {
-        /// Keys of state (S).
+        /// Keys of state (S). A run holds at least 220 bytes a key at its peak; one that could
+        /// not fit in the machine's memory is refused.
         #[arg(long, value_name = "S", default_value_t = 1_000_000)]
         keys: u64,
         /// Keys updated per round (D).

@@ -72,5 +72,14 @@ fn bench_refuses_an_existing_directory_and_bad_sizes() {
         assert!(stderr.contains("--zipf must be a finite exponent"), "{zipf}: {stderr}");
         assert!(!fresh.exists(), "{zipf}: the bench directory was created");
     }
+    // More keys than the machine's memory could hold: refused at once, before any directory.
+    if std::path::Path::new("/proc/meminfo").exists() {
+        let fresh = dir.join("never-created");
+        let out = run(&["bench", "--keys", "1000000000000000", "--dir", fresh.to_str().unwrap_or_default()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "a quadrillion keys were accepted");
+        assert!(stderr.contains("GB of memory"), "{stderr}");
+        assert!(!fresh.exists(), "the bench directory was created");
+    }
     std::fs::remove_dir_all(&dir).ok();
 }
