@@ -63,23 +63,22 @@ fn bench_refuses_an_existing_directory_and_bad_sizes() {
     let out = run(&["bench", "--keys", "10", "--dirty", "20", "--dir", "/nonexistent/cairn-bench"]);
     assert!(!out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1, "one-line error");
-    // Not a Zipf exponent: refused before anything runs (NaN used to pick key 0 every time).
+    // Refused before anything runs, with `message`, and no bench directory made.
+    let refused = |args: &[&str], message: &str| {
+        let fresh = dir.join("never-created");
+        let out = run(&[&["bench"], args, &["--dir", fresh.to_str().unwrap_or_default()]].concat());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} was accepted");
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+        assert!(!fresh.exists(), "{args:?}: the bench directory was created");
+    };
+    // Not a Zipf exponent (NaN used to pick key 0 every time).
     for zipf in ["--zipf=NaN", "--zipf=inf", "--zipf=-1"] {
-        let fresh = dir.join("never-created");
-        let out = run(&["bench", "--keys", "10", "--dirty", "5", zipf, "--dir", fresh.to_str().unwrap_or_default()]);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{zipf} was accepted");
-        assert!(stderr.contains("--zipf must be a finite exponent"), "{zipf}: {stderr}");
-        assert!(!fresh.exists(), "{zipf}: the bench directory was created");
+        refused(&["--keys", "10", "--dirty", "5", zipf], "--zipf must be a finite exponent");
     }
-    // More keys than the machine's memory could hold: refused at once, before any directory.
+    // More keys than the machine's memory could hold.
     if std::path::Path::new("/proc/meminfo").exists() {
-        let fresh = dir.join("never-created");
-        let out = run(&["bench", "--keys", "1000000000000000", "--dir", fresh.to_str().unwrap_or_default()]);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "a quadrillion keys were accepted");
-        assert!(stderr.contains("GB of memory"), "{stderr}");
-        assert!(!fresh.exists(), "the bench directory was created");
+        refused(&["--keys", "1000000000000000"], "GB of memory");
     }
     std::fs::remove_dir_all(&dir).ok();
 }

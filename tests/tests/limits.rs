@@ -9,7 +9,7 @@
 use cairn::format::{MAX_KEY_LEN, MAX_VALUE_LEN};
 use cairn::storage::SimFs;
 use cairn::{CheckpointId, Error, Options, Result, Retention, Store};
-use cairn_tests::{dump, dump_view, key16, sim_store, value100, Dump};
+use cairn_tests::{dump, dump_view, incompressible_values, key16, sim_store, value100, Dump};
 use std::collections::BTreeMap;
 
 fn opts() -> Options {
@@ -23,18 +23,9 @@ fn longest_key(tag: u8) -> Vec<u8> {
     key
 }
 
-/// A value of exactly `MAX_VALUE_LEN` bytes that does not compress, different per `version`.
-fn longest_value(version: u64) -> Vec<u8> {
-    let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ version.wrapping_mul(0x2545_f491_4f6c_dd1d);
-    let mut value = Vec::with_capacity(MAX_VALUE_LEN);
-    while value.len() < MAX_VALUE_LEN {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        value.extend_from_slice(&x.to_le_bytes());
-    }
-    value.truncate(MAX_VALUE_LEN);
-    value
+/// `count` values of exactly `MAX_VALUE_LEN` bytes that do not compress, each different.
+fn longest_values(count: usize) -> Vec<Vec<u8>> {
+    incompressible_values(count, MAX_VALUE_LEN).collect()
 }
 
 /// Every retained checkpoint reads as recorded.
@@ -53,23 +44,25 @@ fn entries_at_both_limits_and_empty_ones_survive_merges_the_gc_and_a_reopen() ->
     let fs = SimFs::new();
     let store = sim_store(&fs, opts())?;
     let t = store.table("limits")?;
+    // Ten versions of the value under the longest key, and one for a second longest key.
+    let values = longest_values(11);
     for id in 0..200 {
         t.put(&key16(id), &value100(id, 0))?;
     }
     // The empty key, an empty value (not a tombstone), and both limits at once.
     t.put(b"", b"the empty key")?;
     t.put(b"empty value", b"")?;
-    t.put(&longest_key(1), &longest_value(0))?;
+    t.put(&longest_key(1), &values[0])?;
     t.put(&longest_key(2), b"a short value under the longest key")?;
     let mut states = BTreeMap::new();
     states.insert(store.checkpoint(b"load")?.id, dump(&store)?);
     // What compaction did in all: merges, segments deleted and rewritten, chunks as deltas.
     let (mut merges, mut deleted, mut rewritten, mut deltas) = (0, 0, 0, 0);
-    for round in 1..=9u64 {
-        t.put(&longest_key(1), &longest_value(round))?;
+    for (round, value) in (1..=9u64).zip(&values[1..10]) {
+        t.put(&longest_key(1), value)?;
         t.put(&key16(round), &value100(round, round))?;
         match round {
-            2 => t.put(&longest_key(3), &longest_value(100 + round))?,
+            2 => t.put(&longest_key(3), &values[10])?,
             3 => assert!(t.delete(b"")?, "the empty key was there"),
             4 => t.put(b"", b"")?,
             _ => {}
@@ -101,8 +94,8 @@ fn entries_at_both_limits_and_empty_ones_survive_merges_the_gc_and_a_reopen() ->
     assert!(dump(&store)? == latest, "the reopened store differs from its last checkpoint");
     check_retained(&store, &states)?;
     let t = store.table("limits")?;
-    assert_eq!(t.get(&longest_key(1))?, Some(longest_value(9)));
-    assert_eq!(t.get(&longest_key(3))?, Some(longest_value(102)));
+    assert_eq!(t.get(&longest_key(1))?.as_ref(), Some(&values[9]));
+    assert_eq!(t.get(&longest_key(3))?.as_ref(), Some(&values[10]));
     let report = store.verify()?;
     assert!(report.is_ok(), "{:?}", report.problems);
     Ok(())
@@ -114,7 +107,7 @@ fn one_byte_over_either_limit_is_refused_and_changes_nothing() -> Result<()> {
     let store = sim_store(&fs, opts())?;
     let t = store.table("limits")?;
     t.put(&longest_key(1), b"at the key limit")?;
-    t.put(b"k", &longest_value(0))?;
+    t.put(b"k", &longest_values(1)[0])?;
     store.checkpoint(b"base")?;
     let before = dump(&store)?;
 
