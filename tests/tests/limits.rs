@@ -4,7 +4,9 @@
 //!   while merges and the GC rework the store, and after a reopen, and `verify` finds
 //!   nothing wrong;
 //! - one byte over either limit is refused with `InvalidArgument` and changes nothing: the
-//!   working state is as before, and the next checkpoint has no dirty key and no new chunk.
+//!   working state is as before, and the next checkpoint has no dirty key and no new chunk;
+//! - with LZ4 compression, such an entry is stored compressed when its value compresses and
+//!   whole when it does not, and reads back exact either way.
 
 use cairn::format::{MAX_KEY_LEN, MAX_VALUE_LEN};
 use cairn::storage::SimFs;
@@ -124,5 +126,41 @@ fn one_byte_over_either_limit_is_refused_and_changes_nothing() -> Result<()> {
     let view = store.at(info.id)?;
     assert!(dump_view(&view)? == before);
     assert_eq!((info.dirty_keys, info.chunks_new), (0, 0), "{info:?}");
+    Ok(())
+}
+
+/// With LZ4 compression, an entry at both limits is stored compressed when its value
+/// compresses and as it is when it does not, and both come back exact after a reopen.
+#[test]
+fn entries_at_both_limits_round_trip_compressed_and_not() -> Result<()> {
+    let fs = SimFs::new();
+    let written = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let records = written.clone();
+    let lz4 = move || {
+        let records = records.clone();
+        opts()
+            .compression(cairn::Compression::Lz4)
+            .listener(move |r| records.lock().unwrap_or_else(|p| p.into_inner()).push((r.raw_bytes, r.stored_bytes)))
+    };
+    let store = sim_store(&fs, lz4())?;
+    let t = store.table("limits")?;
+    let compressible = vec![7u8; MAX_VALUE_LEN];
+    t.put(&longest_key(1), &compressible)?;
+    store.checkpoint(b"compressible")?;
+    t.put(&longest_key(2), &longest_values(1)[0])?;
+    store.checkpoint(b"incompressible")?;
+    let before = dump(&store)?;
+    drop((t, store));
+
+    let store = sim_store(&fs, lz4())?;
+    assert!(dump(&store)? == before, "the entries read back differently after a reopen");
+    let report = store.verify()?;
+    assert!(report.is_ok(), "{:?}", report.problems);
+    let records = written.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let [(raw1, stored1), (raw2, stored2)] = records.as_slice() else { panic!("{records:?}") };
+    // The first checkpoint's entry shrinks to a sliver; the second's is stored whole (its
+    // chunk is written raw, plus the run index, which compresses).
+    assert!(*raw1 > MAX_VALUE_LEN as u64 && *stored1 < *raw1 / 100, "{raw1} stored as {stored1}");
+    assert!(*raw2 > MAX_VALUE_LEN as u64 && *stored2 > MAX_VALUE_LEN as u64, "{raw2} stored as {stored2}");
     Ok(())
 }
