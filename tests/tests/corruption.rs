@@ -1,13 +1,18 @@
 //! Corruption: a flipped byte or a truncation in each kind of object (store marker, HEAD,
 //! manifest, segment chunk table, chunk) gives a typed error naming the object, or is
-//! harmless; never a panic and never wrong data. Foreign files are ignored or rejected.
+//! harmless; never a panic and never wrong data, with plain chunks and with LZ4-compressed
+//! ones. Foreign files are ignored or rejected.
 
 use cairn::storage::{CrashMode, SimFs};
-use cairn::{CheckpointId, Error, Options, Result, Store};
+use cairn::{CheckpointId, Compression, Error, Options, Result, Store};
 use cairn_tests::{dump, dump_view, sim_store, tiny_chunks, Dump, TempDir};
 
 fn build(fs: &SimFs) -> Result<Dump> {
-    let store = sim_store(fs, tiny_chunks())?;
+    build_with(fs, tiny_chunks())
+}
+
+fn build_with(fs: &SimFs, opts: Options) -> Result<Dump> {
+    let store = sim_store(fs, opts)?;
     let t = store.table("t")?;
     for i in 0..30u32 {
         t.put(&i.to_be_bytes(), format!("value-{i}").as_bytes())?;
@@ -26,12 +31,18 @@ fn is_typed_corruption(e: &Error) -> bool {
 
 /// Apply `damage` to a copy of `path` on `fs` for every position; opening must fail with a
 /// typed error or recover exactly `expected`.
-fn sweep(fs: &SimFs, path: &str, expected: &Dump, damage: impl Fn(&mut Vec<u8>, usize), positions: usize) -> usize {
+fn sweep(
+    (fs, opts): (&SimFs, &Options),
+    path: &str,
+    expected: &Dump,
+    damage: impl Fn(&mut Vec<u8>, usize),
+    positions: usize,
+) -> usize {
     let mut detected = 0;
     for pos in 0..positions {
         let copy = fs.crash_image(CrashMode::KeepUnsynced);
         assert!(copy.corrupt(path, |d| damage(d, pos)), "{path} exists");
-        match sim_store(&copy, tiny_chunks()) {
+        match sim_store(&copy, opts.clone()) {
             Err(e) => {
                 assert!(is_typed_corruption(&e), "{path} at {pos}: untyped error {e:?}");
                 detected += 1;
@@ -49,28 +60,45 @@ fn sweep(fs: &SimFs, path: &str, expected: &Dump, damage: impl Fn(&mut Vec<u8>, 
     detected
 }
 
+/// The stores the sweeps damage: chunks stored plain, and compressed with LZ4 (whose segments
+/// must come out smaller, or the second store tests nothing new).
+fn swept_stores() -> Result<Vec<(SimFs, Options, Dump)>> {
+    let segment_bytes = |fs: &SimFs| -> usize {
+        fs.files().iter().filter(|f| f.starts_with("segments/")).map(|f| fs.file(f).map_or(0, |d| d.len())).sum()
+    };
+    let mut stores = Vec::new();
+    for opts in [tiny_chunks(), tiny_chunks().compression(Compression::Lz4)] {
+        let fs = SimFs::new();
+        let expected = build_with(&fs, opts.clone())?;
+        stores.push((fs, opts, expected));
+    }
+    let (plain, compressed) = (segment_bytes(&stores[0].0), segment_bytes(&stores[1].0));
+    assert!(compressed < plain, "LZ4 segments {compressed} bytes, plain {plain}");
+    Ok(stores)
+}
+
 #[test]
 fn every_flipped_byte_of_every_object_is_detected_or_harmless() -> Result<()> {
-    let fs = SimFs::new();
-    let expected = build(&fs)?;
-    for path in fs.files() {
-        let len = fs.file(&path).map_or(0, |d| d.len());
-        let detected = sweep(&fs, &path, &expected, |d, i| d[i] ^= 0x20, len);
-        // The marker, HEAD and the head manifest are read at open; chunks and segment tables
-        // at open or by verify. Every byte of them is covered by a check.
-        assert_eq!(detected, len, "{path}: {} of {len} flips went unnoticed", len - detected);
+    for (fs, opts, expected) in swept_stores()? {
+        for path in fs.files() {
+            let len = fs.file(&path).map_or(0, |d| d.len());
+            let detected = sweep((&fs, &opts), &path, &expected, |d, i| d[i] ^= 0x20, len);
+            // The marker, HEAD and the head manifest are read at open; chunks and segment
+            // tables at open or by verify. Every byte of them is covered by a check.
+            assert_eq!(detected, len, "{path}: {} of {len} flips went unnoticed", len - detected);
+        }
     }
     Ok(())
 }
 
 #[test]
 fn every_truncation_of_every_object_is_detected() -> Result<()> {
-    let fs = SimFs::new();
-    let expected = build(&fs)?;
-    for path in fs.files() {
-        let len = fs.file(&path).map_or(0, |d| d.len());
-        let detected = sweep(&fs, &path, &expected, |d, cut| d.truncate(cut), len);
-        assert_eq!(detected, len, "{path}: a truncation went unnoticed");
+    for (fs, opts, expected) in swept_stores()? {
+        for path in fs.files() {
+            let len = fs.file(&path).map_or(0, |d| d.len());
+            let detected = sweep((&fs, &opts), &path, &expected, |d, cut| d.truncate(cut), len);
+            assert_eq!(detected, len, "{path}: a truncation went unnoticed");
+        }
     }
     Ok(())
 }
