@@ -1,22 +1,22 @@
 //! Random operations with a crash countdown against a model, for the `ops_crash` fuzz target
 //! and the corpus replay test. The bytes choose a storage operation to fail at (and stay
-//! failed: a crash), a crash image form, and a sequence of puts, deletes, checkpoints,
-//! reopens, rollbacks and compactions. After the crash, the store must reopen on exactly the
+//! failed: a crash), a crash image form, whether chunks are compressed, and a sequence of
+//! puts, deletes, checkpoints, reopens, rollbacks and compactions. After the crash, the store must reopen on exactly the
 //! last acknowledged state or the one in flight.
 
 use crate::storage::{CrashMode, SimFs};
-use crate::{Options, Retention, Store};
+use crate::{Compression, Options, Retention, Store};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 type State = BTreeMap<String, BTreeMap<Vec<u8>, Vec<u8>>>;
 
-fn opts() -> Options {
-    Options::new().chunk_target_bytes(Options::MIN_CHUNK_TARGET_BYTES).max_runs_per_table(2)
+fn opts(compression: Compression) -> Options {
+    Options::new().chunk_target_bytes(Options::MIN_CHUNK_TARGET_BYTES).max_runs_per_table(2).compression(compression)
 }
 
-fn open(fs: &SimFs) -> crate::Result<Store> {
-    Store::open_storage(Arc::new(fs.storage()), opts())
+fn open(fs: &SimFs, compression: Compression) -> crate::Result<Store> {
+    Store::open_storage(Arc::new(fs.storage()), opts(compression))
 }
 
 fn snapshot(store: &Store) -> crate::Result<State> {
@@ -41,6 +41,10 @@ pub fn ops_crash(data: &[u8]) {
         4 => CrashMode::GarbageTail { seed: u64::from(form) },
         _ => CrashMode::LostRename,
     };
+    // The byte's other factor: chunks plain or LZ4-compressed (the values are runs of one
+    // byte, so they shrink).
+    let compression = if (form / 6) % 2 == 0 { Compression::None } else { Compression::Lz4 };
+    let open = |fs: &SimFs| open(fs, compression);
     let fs = SimFs::new();
     let Ok(mut store) = open(&fs) else { return };
     fs.fail_at(fs.ops() + countdown.max(1), true);
