@@ -1,8 +1,8 @@
 //! Random operations with a crash countdown against a model, for the `ops_crash` fuzz target
 //! and the corpus replay test. The bytes choose a storage operation to fail at (and stay
 //! failed: a crash), a crash image form, whether chunks are compressed, and a sequence of
-//! puts, deletes, checkpoints, reopens, rollbacks and compactions. After the crash, the store must reopen on exactly the
-//! last acknowledged state or the one in flight.
+//! puts, deletes, checkpoints, reopens, rollbacks and compactions. After the crash, the store
+//! must reopen on exactly the last acknowledged state or the one in flight.
 
 use crate::storage::{CrashMode, SimFs};
 use crate::{Compression, Options, Retention, Store};

@@ -1,8 +1,10 @@
 //! Round trips: put, checkpoint, reopen, get/range/prefix; typed tables; reads at older ids;
-//! rollback with a branch; deduplication visible in `chunks_reused`.
+//! rollback with a branch; deduplication visible in `chunks_reused`; compression, and a store
+//! reopened with another compression than it was written with.
 
-use cairn::{CheckpointId, Error, Options, Result, Store};
-use cairn_tests::{dump, dump_view, tiny_chunks, TempDir};
+use cairn::{CheckpointId, Compression, Error, Options, Result, Retention, Store};
+use cairn_tests::{dump, dump_view, tiny_chunks, Dump, TempDir};
+use std::collections::BTreeMap;
 
 #[test]
 fn put_checkpoint_reopen_get_range_prefix() -> Result<()> {
@@ -156,7 +158,7 @@ fn an_empty_table_and_an_empty_checkpoint_are_recorded() -> Result<()> {
 #[test]
 fn compression_round_trips() -> Result<()> {
     let dir = TempDir::new("lz4");
-    let opts = || Options::new().compression(cairn::Compression::Lz4).chunk_target_bytes(4096);
+    let opts = || Options::new().compression(Compression::Lz4).chunk_target_bytes(4096);
     let before;
     {
         let store = Store::open_with(dir.path(), opts())?;
@@ -172,4 +174,61 @@ fn compression_round_trips() -> Result<()> {
     assert_eq!(dump(&store)?, before);
     assert!(store.verify()?.is_ok());
     Ok(())
+}
+
+/// Compression is a writer's choice, chunk by chunk: a store written with LZ4 reopens without
+/// it (and back), its compressed chunks read and merged by a writer that stores plain ones,
+/// and every retained checkpoint reads back exact throughout.
+#[test]
+fn a_store_reads_and_merges_its_chunks_whatever_compression_later_opens_use() -> Result<()> {
+    let dir = TempDir::new("mixed-codecs");
+    let opts =
+        |compression| Options::new().compression(compression).max_runs_per_table(2).retention(Retention::keep_last(2));
+    // Rewrites every key (compressible values), checkpoints, and records the state; whether
+    // the checkpoint wrote fewer bytes than the keys and values it holds (it compressed them).
+    let round = |store: &Store, n: u32, states: &mut BTreeMap<CheckpointId, Dump>| -> Result<bool> {
+        let t = store.table("t")?;
+        let mut payload = 0;
+        for i in 0..500u32 {
+            let value = format!("round {n}, value {} repeated repeated", i % 11);
+            payload += 4 + value.len() as u64;
+            t.put(&i.to_be_bytes(), value.as_bytes())?;
+        }
+        let info = store.checkpoint(&[])?;
+        states.insert(info.id, dump(store)?);
+        Ok(info.bytes_written < payload)
+    };
+    // Compacts, recording the merged checkpoint's state; whether it merged.
+    let compact = |store: &Store, states: &mut BTreeMap<CheckpointId, Dump>| -> Result<bool> {
+        let report = store.compact()?;
+        if let Some(merged) = report.merged_into {
+            states.insert(merged, dump(store)?);
+        }
+        Ok(report.runs_merged > 0)
+    };
+    let check = |store: &Store, states: &BTreeMap<CheckpointId, Dump>| -> Result<()> {
+        for c in store.checkpoints()? {
+            assert!(dump_view(&store.at(c.id)?)? == states[&c.id], "checkpoint {} reads differently", c.id);
+        }
+        let report = store.verify()?;
+        assert!(report.is_ok(), "{:?}", report.problems);
+        Ok(())
+    };
+    let mut states = BTreeMap::new();
+    {
+        let store = Store::open_with(dir.path(), opts(Compression::Lz4))?;
+        assert!(round(&store, 1, &mut states)? && round(&store, 2, &mut states)?, "LZ4 did not shrink the chunks");
+    }
+    {
+        let store = Store::open_with(dir.path(), opts(Compression::None))?;
+        check(&store, &states)?;
+        assert!(!round(&store, 3, &mut states)?, "chunks shrank without compression");
+        assert!(compact(&store, &mut states)?, "nothing merged");
+        check(&store, &states)?;
+    }
+    let store = Store::open_with(dir.path(), opts(Compression::Lz4))?;
+    check(&store, &states)?;
+    round(&store, 4, &mut states)?;
+    compact(&store, &mut states)?;
+    check(&store, &states)
 }
