@@ -44,9 +44,9 @@ pub fn ops_crash(data: &[u8]) {
     // The byte's other factor: chunks plain or LZ4-compressed (the values are runs of one
     // byte, so they shrink).
     let compression = if (form / 6) % 2 == 0 { Compression::None } else { Compression::Lz4 };
-    let open = |fs: &SimFs| open(fs, compression);
+    let open_store = |fs: &SimFs| open(fs, compression);
     let fs = SimFs::new();
-    let Ok(mut store) = open(&fs) else { return };
+    let Ok(mut store) = open_store(&fs) else { return };
     fs.fail_at(fs.ops() + countdown.max(1), true);
     let mut working = State::new();
     let mut acked = State::new();
@@ -76,7 +76,7 @@ pub fn ops_crash(data: &[u8]) {
                     committed.push((info.id, acked.clone()));
                 }
                 5 => {
-                    store = open(&fs)?;
+                    store = open_store(&fs)?;
                     working = snapshot(&store)?;
                     assert!(working == acked, "a clean reopen did not restore the last checkpoint");
                 }
@@ -106,7 +106,7 @@ pub fn ops_crash(data: &[u8]) {
     }
     drop(store);
     let image = fs.crash_image(mode);
-    let recovered = open(&image).unwrap_or_else(|e| panic!("reopen after the crash failed: {e}"));
+    let recovered = open_store(&image).unwrap_or_else(|e| panic!("reopen after the crash failed: {e}"));
     let state = snapshot(&recovered).unwrap_or_else(|e| panic!("reading the recovered state failed: {e}"));
     assert!(
         state == acked || Some(&state) == in_flight.as_ref(),
