@@ -15,10 +15,6 @@ fn opts(compression: Compression) -> Options {
     Options::new().chunk_target_bytes(Options::MIN_CHUNK_TARGET_BYTES).max_runs_per_table(2).compression(compression)
 }
 
-fn open(fs: &SimFs, compression: Compression) -> crate::Result<Store> {
-    Store::open_storage(Arc::new(fs.storage()), opts(compression))
-}
-
 fn snapshot(store: &Store) -> crate::Result<State> {
     let mut out = State::new();
     for name in store.tables()? {
@@ -44,7 +40,7 @@ pub fn ops_crash(data: &[u8]) {
     // The byte's other factor: chunks plain or LZ4-compressed (the values are runs of one
     // byte, so they shrink).
     let compression = if (form / 6) % 2 == 0 { Compression::None } else { Compression::Lz4 };
-    let open_store = |fs: &SimFs| open(fs, compression);
+    let open_store = |fs: &SimFs| Store::open_storage(Arc::new(fs.storage()), opts(compression));
     let fs = SimFs::new();
     let Ok(mut store) = open_store(&fs) else { return };
     fs.fail_at(fs.ops() + countdown.max(1), true);

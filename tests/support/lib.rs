@@ -98,6 +98,19 @@ pub fn stress() -> bool {
     std::env::var_os("CAIRN_STRESS").is_some()
 }
 
+/// Each ended checkpoint's chunk bytes, raw and as stored, in order ([`recording_chunk_bytes`]).
+pub type ChunkBytes = Arc<std::sync::Mutex<Vec<(u64, u64)>>>;
+
+/// `opts` with a listener recording each ended checkpoint's chunk bytes, raw and as stored
+/// (what compression made of them), in order.
+pub fn recording_chunk_bytes(opts: Options) -> (Options, ChunkBytes) {
+    let records = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = records.clone();
+    let opts =
+        opts.listener(move |r| sink.lock().unwrap_or_else(|p| p.into_inner()).push((r.raw_bytes, r.stored_bytes)));
+    (opts, records)
+}
+
 /// The segment files on `fs`, in id order.
 pub fn segment_files(fs: &SimFs) -> Vec<String> {
     fs.files().into_iter().filter(|f| f.starts_with("segments/")).collect()

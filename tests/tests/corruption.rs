@@ -5,7 +5,7 @@
 
 use cairn::storage::{CrashMode, SimFs};
 use cairn::{CheckpointId, Compression, Error, Options, Result, Store};
-use cairn_tests::{dump, dump_view, sim_store, tiny_chunks, Dump, TempDir};
+use cairn_tests::{dump, dump_view, segment_files, sim_store, tiny_chunks, Dump, TempDir};
 
 fn build(fs: &SimFs) -> Result<Dump> {
     build_with(fs, tiny_chunks())
@@ -63,9 +63,8 @@ fn sweep(
 /// The stores the sweeps damage: chunks stored plain, and compressed with LZ4 (whose segments
 /// must come out smaller, or the second store tests nothing new).
 fn swept_stores() -> Result<Vec<(SimFs, Options, Dump)>> {
-    let segment_bytes = |fs: &SimFs| -> usize {
-        fs.files().iter().filter(|f| f.starts_with("segments/")).map(|f| fs.file(f).map_or(0, |d| d.len())).sum()
-    };
+    let segment_bytes =
+        |fs: &SimFs| -> usize { segment_files(fs).iter().map(|f| fs.file(f).map_or(0, |d| d.len())).sum() };
     let mut stores = Vec::new();
     for opts in [tiny_chunks(), tiny_chunks().compression(Compression::Lz4)] {
         let fs = SimFs::new();

@@ -11,7 +11,7 @@
 use cairn::format::{MAX_KEY_LEN, MAX_VALUE_LEN};
 use cairn::storage::SimFs;
 use cairn::{CheckpointId, Error, Options, Result, Retention, Store};
-use cairn_tests::{dump, dump_view, incompressible_values, key16, sim_store, value100, Dump};
+use cairn_tests::{dump, dump_view, incompressible_values, key16, recording_chunk_bytes, sim_store, value100, Dump};
 use std::collections::BTreeMap;
 
 fn opts() -> Options {
@@ -134,15 +134,9 @@ fn one_byte_over_either_limit_is_refused_and_changes_nothing() -> Result<()> {
 #[test]
 fn entries_at_both_limits_round_trip_compressed_and_not() -> Result<()> {
     let fs = SimFs::new();
-    let written = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let records = written.clone();
-    let lz4 = move || {
-        let records = records.clone();
-        opts()
-            .compression(cairn::Compression::Lz4)
-            .listener(move |r| records.lock().unwrap_or_else(|p| p.into_inner()).push((r.raw_bytes, r.stored_bytes)))
-    };
-    let store = sim_store(&fs, lz4())?;
+    let lz4 = || opts().compression(cairn::Compression::Lz4);
+    let (recorded, written) = recording_chunk_bytes(lz4());
+    let store = sim_store(&fs, recorded)?;
     let t = store.table("limits")?;
     let compressible = vec![7u8; MAX_VALUE_LEN];
     t.put(&longest_key(1), &compressible)?;

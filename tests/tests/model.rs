@@ -6,10 +6,9 @@
 
 use cairn::storage::{CrashMode, SimFs};
 use cairn::{CheckpointId, Compression, Error, Result, Retention, Store};
-use cairn_tests::{dump, dump_view, sim_store, tiny_chunks, Dump};
+use cairn_tests::{dump, dump_view, recording_chunk_bytes, sim_store, tiny_chunks, Dump};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -209,15 +208,13 @@ proptest! {
     /// show that they were compressed.
     #[test]
     fn compressing_store_matches_the_model(ops in prop::collection::vec(op(), 1..80)) {
-        let written = Arc::new(Mutex::new((0u64, 0u64)));
-        let tally = written.clone();
-        let opts = model_opts().compression(Compression::Lz4).listener(move |record| {
-            let mut t = tally.lock().unwrap_or_else(|p| p.into_inner());
-            t.0 += record.raw_bytes;
-            t.1 += record.stored_bytes;
-        });
+        let (opts, written) = recording_chunk_bytes(model_opts().compression(Compression::Lz4));
         run(&ops, &opts).map_err(|e| TestCaseError::fail(e.to_string()))?;
-        let (raw, stored) = *written.lock().unwrap_or_else(|p| p.into_inner());
+        let (raw, stored) = written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .fold((0, 0), |(raw, stored), (r, s)| (raw + r, stored + s));
         prop_assert!(raw < 4096 || stored < raw, "{raw} raw bytes stored as {stored}");
     }
 }
