@@ -1,4 +1,6 @@
-//! Shared workload helpers for cairn's criterion benchmarks (see `../shared/BENCH.md`).
+//! Shared workload helpers for cairn's criterion benchmarks and `cairn bench` (see
+//! `../shared/BENCH.md`): the standard keys and values, scratch directories, and the
+//! full-snapshot peer's file ([`snapshot`]).
 
 /// The standard 16-byte key: an 8-byte big-endian id followed by 8 bytes of a hash of the id.
 pub fn key16(id: u64) -> [u8; 16] {
@@ -38,5 +40,93 @@ impl BenchDir {
 impl Drop for BenchDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The full-snapshot peer of `../shared/BENCH.md`: the whole state serialized to one new file,
+/// fsynced and renamed into place, and read back whole into a `HashMap`. Each pair is stored as
+/// its key's length and its value's length (one byte each), then the key, then the value.
+pub mod snapshot {
+    use std::collections::HashMap;
+    use std::fs::File;
+    use std::io::{self, Read, Write};
+    use std::path::Path;
+
+    /// The file's name in its directory.
+    pub const FILE: &str = "snapshot";
+
+    /// Append one pair to `buf`; keys and values of over 255 bytes are refused.
+    pub fn push(buf: &mut Vec<u8>, key: &[u8], value: &[u8]) -> io::Result<()> {
+        let len = |part: &[u8]| {
+            u8::try_from(part.len())
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a snapshot pair part over 255 bytes"))
+        };
+        buf.extend_from_slice(&[len(key)?, len(value)?]);
+        buf.extend_from_slice(key);
+        buf.extend_from_slice(value);
+        Ok(())
+    }
+
+    /// Write `bytes` (pairs made by [`push`]) to `dir/snapshot.tmp`, fsync it, rename it to
+    /// `dir/snapshot` and fsync `dir`.
+    pub fn write(dir: &Path, bytes: &[u8]) -> io::Result<()> {
+        let tmp = dir.join("snapshot.tmp");
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, dir.join(FILE))?;
+        File::open(dir)?.sync_all()
+    }
+
+    /// Read `dir/snapshot` whole into a map. A pair cut short is an `InvalidData` error.
+    pub fn read(dir: &Path) -> io::Result<HashMap<Vec<u8>, Vec<u8>>> {
+        let mut buf = Vec::new();
+        File::open(dir.join(FILE))?.read_to_end(&mut buf)?;
+        let mut map = HashMap::with_capacity(buf.len() / 118);
+        let mut rest = &buf[..];
+        while let [key_len, value_len, tail @ ..] = rest {
+            let (key_len, value_len) = (usize::from(*key_len), usize::from(*value_len));
+            // A pair cut short stays in `rest`, which makes the error below.
+            let (Some(key), Some(value)) = (tail.get(..key_len), tail.get(key_len..key_len + value_len)) else {
+                break;
+            };
+            map.insert(key.to_vec(), value.to_vec());
+            rest = &tail[key_len + value_len..];
+        }
+        if rest.is_empty() {
+            Ok(map)
+        } else {
+            Err(io::Error::new(io::ErrorKind::InvalidData, "the snapshot ends inside a pair"))
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn pairs_round_trip_and_a_cut_file_is_an_error() -> io::Result<()> {
+            let dir = crate::BenchDir::new("snapshot-test");
+            std::fs::create_dir_all(&dir.0)?;
+            let mut buf = Vec::new();
+            for id in 0..100u64 {
+                push(&mut buf, &crate::key16(id), &crate::value100(id, 1))?;
+            }
+            push(&mut buf, b"", b"")?;
+            assert!(push(&mut buf.clone(), &[0u8; 256], b"").is_err());
+            write(&dir.0, &buf)?;
+            let map = read(&dir.0)?;
+            assert_eq!(map.len(), 101);
+            assert_eq!(map.get(&crate::key16(7)[..]).map(Vec::as_slice), Some(&crate::value100(7, 1)[..]));
+            for cut in [1, 3, 17, buf.len() - 1] {
+                write(&dir.0, &buf[..buf.len() - cut])?;
+                assert_eq!(
+                    read(&dir.0).map(|m| m.len()).map_err(|e| e.kind()),
+                    Err(io::ErrorKind::InvalidData),
+                    "cut {cut}"
+                );
+            }
+            Ok(())
+        }
     }
 }

@@ -15,11 +15,10 @@
 //! S defaults to 1,000,000 keys (`CAIRN_BENCH_KEYS` to change it), D to 10,000.
 
 use cairn::Store;
-use cairn_benches::{key16, value100, BenchDir};
+use cairn_benches::{key16, snapshot, value100, BenchDir};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{Read, Write};
 use std::path::Path;
 
 fn keys() -> u64 {
@@ -55,35 +54,13 @@ fn loaded_map(s: u64) -> HashMap<Vec<u8>, Vec<u8>> {
     (0..s).map(|id| (key16(id).to_vec(), value100(id, 0).to_vec())).collect()
 }
 
-/// Write every pair to `dir/snapshot.tmp`, fsync, rename to `dir/snapshot`, fsync `dir`.
+/// Serialize every pair of `map` and write it as the full snapshot in `dir`.
 fn write_snapshot(dir: &Path, map: &HashMap<Vec<u8>, Vec<u8>>) {
     let mut buf = Vec::with_capacity(map.len() * 118);
     for (k, v) in map {
-        buf.push(k.len() as u8);
-        buf.push(v.len() as u8);
-        buf.extend_from_slice(k);
-        buf.extend_from_slice(v);
+        ok(snapshot::push(&mut buf, k, v));
     }
-    let tmp = dir.join("snapshot.tmp");
-    let mut f = ok(File::create(&tmp));
-    ok(f.write_all(&buf));
-    ok(f.sync_all());
-    ok(std::fs::rename(&tmp, dir.join("snapshot")));
-    ok(ok(File::open(dir)).sync_all());
-}
-
-fn read_snapshot(dir: &Path) -> HashMap<Vec<u8>, Vec<u8>> {
-    let mut buf = Vec::new();
-    ok(ok(File::open(dir.join("snapshot"))).read_to_end(&mut buf));
-    let mut map = HashMap::with_capacity(buf.len() / 118);
-    let mut rest = &buf[..];
-    while let [kl, vl, tail @ ..] = rest {
-        let (k, tail) = tail.split_at(usize::from(*kl));
-        let (v, tail) = tail.split_at(usize::from(*vl));
-        map.insert(k.to_vec(), v.to_vec());
-        rest = tail;
-    }
-    map
+    ok(snapshot::write(dir, &buf));
 }
 
 fn update(c: &mut Criterion) {
@@ -253,7 +230,7 @@ fn restore(c: &mut Criterion) {
         b.iter_batched(
             || (),
             |()| {
-                let map = read_snapshot(&snap_dir.0);
+                let map = ok(snapshot::read(&snap_dir.0));
                 assert_eq!(map.len() as u64, s);
                 map
             },

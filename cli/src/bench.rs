@@ -6,7 +6,9 @@
 //! everything back against an order-independent checksum. The floor: the median latency of a
 //! 4 KiB append plus fsync, sequential write bandwidth (256 MiB in 1 MiB writes, one fsync),
 //! and D updates of existing keys in a `HashMap<Vec<u8>, Vec<u8>>`, measured in a child
-//! process so that its memory does not count toward cairn's peak RSS.
+//! process so that its memory does not count toward cairn's peak RSS. The restore's baseline:
+//! a full snapshot of the same S pairs read into a `HashMap` (T4's comparator), also in a
+//! child process.
 //!
 //! Beside the floor, the cost of cairn's own commit protocol on this filesystem: the file
 //! operations a checkpoint makes (`format-spec.md` 6.1) done alone, with no engine work. Each
@@ -16,7 +18,7 @@
 use crate::{emit, CliError};
 use cairn::storage::{manifest_name, segment_name, LocalStorage};
 use cairn::{CheckpointId, CheckpointRecord, Options, Outcome, SegmentId, Storage, Store};
-use cairn_benches::{key16, value100};
+use cairn_benches::{key16, snapshot, value100};
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
@@ -300,6 +302,71 @@ fn hashmap_floor_in_child(args: &BenchArgs) -> Result<f64, CliError> {
     }
 }
 
+/// The full-snapshot restore baseline (T4's comparator), in seconds: the pairs of S keys
+/// serialized into one file (`cairn_benches::snapshot`, the criterion peer's format), then
+/// that file read whole into a `HashMap` and one key got (`.0`, beside cairn's first get),
+/// and every key got against the pair checksum (`.1`, beside cairn's read of all keys). The
+/// file is written through the local backend's `put_new`, as cairn writes its checkpoint
+/// segments, so that both restores read their bytes from the device rather than the page
+/// cache. Values are round 0's; only their sizes, the same in every round, matter here.
+pub fn snapshot_floor(keys: u64, dir: &Path) -> Result<(f64, f64), CliError> {
+    let root = dir.join("floor-snapshot");
+    let storage = LocalStorage::open(&root, true, true, false)?;
+    let mut bytes = Vec::with_capacity(usize::try_from(keys).unwrap_or(0).saturating_mul(118));
+    let mut expected = 0u64;
+    for id in 0..keys {
+        let (key, value) = (key16(id), value100(id, 0));
+        snapshot::push(&mut bytes, &key, &value).map_err(|e| io("snapshot", e))?;
+        expected = expected.wrapping_add(pair_hash(&key, &value));
+    }
+    storage.put_new(snapshot::FILE, &bytes)?;
+    drop((bytes, storage));
+
+    let t = Instant::now();
+    let map = snapshot::read(&root).map_err(|e| io("snapshot read", e))?;
+    let missing = |id: u64| CliError::from(format!("the snapshot lost key {id}"));
+    map.get(&key16(0)[..]).ok_or_else(|| missing(0))?;
+    let first_get_s = t.elapsed().as_secs_f64();
+    let mut sum = 0u64;
+    for id in 0..keys {
+        let key = key16(id);
+        let value = map.get(&key[..]).ok_or_else(|| missing(id))?;
+        sum = sum.wrapping_add(pair_hash(&key, value));
+    }
+    let total_s = t.elapsed().as_secs_f64();
+    drop(map);
+    std::fs::remove_dir_all(&root).ok();
+    if sum != expected {
+        return Err(CliError::from("the snapshot's checksum differs from what was written".to_string()));
+    }
+    Ok((first_get_s, total_s))
+}
+
+/// [`snapshot_floor`] measured by this executable in a child process, so that neither its
+/// memory nor its heap's leftovers count toward cairn's peak RSS.
+fn snapshot_floor_in_child(args: &BenchArgs) -> Result<(f64, f64), CliError> {
+    let exe = std::env::current_exe().map_err(|e| io("this executable's path", e))?;
+    let out = std::process::Command::new(exe)
+        .arg("bench-snapshot-floor")
+        .args(["--keys", &args.keys.to_string()])
+        .arg("--dir")
+        .arg(&args.dir)
+        .output()
+        .map_err(|e| io("the snapshot floor's process", e))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let figures: Vec<f64> = text.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+    match figures[..] {
+        [first_get_s, total_s] if out.status.success() && first_get_s > 0.0 && total_s >= first_get_s => {
+            Ok((first_get_s, total_s))
+        }
+        _ => Err(CliError::from(format!(
+            "the snapshot floor's process failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))),
+    }
+}
+
 /// The least memory a run of the standard workload holds per key at its peak.
 const BENCH_BYTES_PER_KEY: u64 = 220;
 
@@ -356,6 +423,7 @@ fn run(args: &BenchArgs) -> Result<(), CliError> {
     let commit_ops_ms = commit_ops_floor(&args.dir, segment_bytes)?;
     let in_place_ops_ms = in_place_commit_ops_floor(&args.dir, segment_bytes)?;
     let hashmap_update_ms = hashmap_floor_in_child(args)?;
+    let (snapshot_first_get_s, snapshot_total_s) = snapshot_floor_in_child(args)?;
     let chooser = Chooser::new(s, args.zipf);
     // Count cairn only from here.
     let _ = std::fs::write("/proc/self/clear_refs", "5");
@@ -528,8 +596,19 @@ fn run(args: &BenchArgs) -> Result<(), CliError> {
             format!("{footprint_bytes} bytes"),
             format!("{:.2}x raw ({raw_bytes})", footprint_bytes as f64 / raw_bytes as f64),
         ),
-        ("restore first get", format!("{restore_first_get_s:.3} s"), String::new()),
-        ("restore all keys", format!("{restore_total_s:.3} s"), "checksum ok".into()),
+        (
+            "restore first get",
+            format!("{restore_first_get_s:.3} s"),
+            format!(
+                "{:.2}x a full snapshot into a HashMap ({snapshot_first_get_s:.3} s)",
+                restore_first_get_s / snapshot_first_get_s
+            ),
+        ),
+        (
+            "restore all keys",
+            format!("{restore_total_s:.3} s"),
+            format!("{:.2}x the snapshot's ({snapshot_total_s:.3} s), checksum ok", restore_total_s / snapshot_total_s),
+        ),
         (
             "peak RSS",
             format!("{peak_rss_bytes} bytes"),
@@ -569,6 +648,10 @@ fn run(args: &BenchArgs) -> Result<(), CliError> {
             ("footprint_bytes", footprint_bytes as f64),
             ("restore_first_get_s", restore_first_get_s),
             ("restore_total_s", restore_total_s),
+            ("snapshot_first_get_s", snapshot_first_get_s),
+            ("snapshot_total_s", snapshot_total_s),
+            ("restore_vs_snapshot", restore_first_get_s / snapshot_first_get_s),
+            ("restore_total_vs_snapshot", restore_total_s / snapshot_total_s),
             ("peak_rss_bytes", peak_rss_bytes as f64),
             ("fsync_ms", fsync_ms),
             ("write_mb_per_s", write_mb_per_s),

@@ -40,8 +40,10 @@ enum Command {
         Loads S keys (16-byte keys, 100-byte values) and checkpoints; runs R rounds of D updates \
         and one durable checkpoint each; then reopens the store and reads every key back against \
         an order-independent checksum. The floor is the median 4 KiB append + fsync, sequential \
-        write bandwidth (256 MiB, one fsync) and D updates of a HashMap. Prints a table of \
-        figures with their ratio to the floor; with --json, one JSON object as the last line. \
+        write bandwidth (256 MiB, one fsync) and D updates of a HashMap; the restore is compared \
+        with a full snapshot of the same S pairs read into a HashMap. Prints a table of figures \
+        with their ratio to the floor or that baseline; with --json, one JSON object as the last \
+        line. \
         Works in a fresh directory (default ./cairn-bench-<pid>) that it removes at the end.")]
     Bench {
         /// Keys of state (S). A run holds at least 220 bytes a key at its peak; one that could
@@ -85,6 +87,16 @@ enum Command {
         rounds: u64,
         #[arg(long)]
         zipf: Option<f64>,
+    },
+    /// Print the full-snapshot restore baseline of `cairn bench` (seconds to read a snapshot
+    /// of S keys into a HashMap and get one key, then to get every key), measured in its own
+    /// process on a snapshot it writes in DIR and removes; `cairn bench` runs it.
+    #[command(name = "bench-snapshot-floor", hide = true)]
+    BenchSnapshotFloor {
+        #[arg(long)]
+        keys: u64,
+        #[arg(long)]
+        dir: PathBuf,
     },
     /// Run a word-count stream job on a store, resuming from its head checkpoint.
     #[command(long_about = "Run a word-count stream job on a store, resuming from its head checkpoint.\n\n\
@@ -286,6 +298,10 @@ fn run(cli: Cli) -> Result<bool, CliError> {
         }
         Command::BenchHashmapFloor { keys, dirty, rounds, zipf } => {
             emit(&format!("{}", bench::hashmap_floor(keys, dirty, rounds, zipf)))?;
+        }
+        Command::BenchSnapshotFloor { keys, dir } => {
+            let (first_get_s, total_s) = bench::snapshot_floor(keys, &dir)?;
+            emit(&format!("{first_get_s} {total_s}"))?;
         }
         Command::Demo { dir, events, checkpoint_every, crash_after, shards } => {
             let args = demo::DemoArgs { dir: &dir, events, checkpoint_every, crash_after };

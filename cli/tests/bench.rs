@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-const KEYS: [&str; 21] = [
+const KEYS: [&str; 25] = [
     "load_s",
     "updates_per_s",
     "checkpoint_p50_ms",
@@ -28,6 +28,11 @@ const KEYS: [&str; 21] = [
     // What a commit into preallocated space would give (not built; README, T1).
     "in_place_commit_ops_ms",
     "in_place_estimate_vs_floor",
+    // The restore against a full snapshot read into a HashMap, in the same run (T4).
+    "snapshot_first_get_s",
+    "snapshot_total_s",
+    "restore_vs_snapshot",
+    "restore_total_vs_snapshot",
 ];
 
 #[test]
