@@ -44,7 +44,7 @@ impl Drop for BenchDir {
 }
 
 /// The full-snapshot peer of `../shared/BENCH.md`: the whole state serialized to one new file,
-/// fsynced and renamed into place, and read back whole into a `HashMap`. Each pair is stored as
+/// fsynced and renamed into place, and read back into a `HashMap`. Each pair is stored as
 /// its key's length and its value's length (one byte each), then the key, then the value.
 pub mod snapshot {
     use std::collections::HashMap;
@@ -78,25 +78,39 @@ pub mod snapshot {
         File::open(dir)?.sync_all()
     }
 
-    /// Read `dir/snapshot` whole into a map. A pair cut short is an `InvalidData` error.
+    /// Read `dir/snapshot` into a map, a MiB at a time (so that the file's bytes and the map
+    /// are not held whole together). A pair cut short is an `InvalidData` error.
     pub fn read(dir: &Path) -> io::Result<HashMap<Vec<u8>, Vec<u8>>> {
-        let mut buf = Vec::new();
-        File::open(dir.join(FILE))?.read_to_end(&mut buf)?;
-        let mut map = HashMap::with_capacity(buf.len() / 118);
-        let mut rest = &buf[..];
-        while let [key_len, value_len, tail @ ..] = rest {
-            let (key_len, value_len) = (usize::from(*key_len), usize::from(*value_len));
-            // A pair cut short stays in `rest`, which makes the error below.
-            let (Some(key), Some(value)) = (tail.get(..key_len), tail.get(key_len..key_len + value_len)) else {
-                break;
-            };
-            map.insert(key.to_vec(), value.to_vec());
-            rest = &tail[key_len + value_len..];
-        }
-        if rest.is_empty() {
-            Ok(map)
-        } else {
-            Err(io::Error::new(io::ErrorKind::InvalidData, "the snapshot ends inside a pair"))
+        let mut file = File::open(dir.join(FILE))?;
+        let len = usize::try_from(file.metadata()?.len()).unwrap_or(usize::MAX);
+        let mut map = HashMap::with_capacity(len / 118);
+        // Larger than any pair (2 + 255 + 255 bytes), so a pair is never split over more than
+        // two reads, and what is left unparsed after a read always leaves room for the next.
+        let mut buf = vec![0u8; 1 << 20];
+        let mut filled = 0;
+        loop {
+            let n = file.read(&mut buf[filled..])?;
+            filled += n;
+            let mut rest = &buf[..filled];
+            while let [key_len, value_len, tail @ ..] = rest {
+                let (key_len, value_len) = (usize::from(*key_len), usize::from(*value_len));
+                // A pair not read whole yet stays in `rest` for the next read.
+                let (Some(key), Some(value)) = (tail.get(..key_len), tail.get(key_len..key_len + value_len)) else {
+                    break;
+                };
+                map.insert(key.to_vec(), value.to_vec());
+                rest = &tail[key_len + value_len..];
+            }
+            let parsed = filled - rest.len();
+            buf.copy_within(parsed..filled, 0);
+            filled -= parsed;
+            if n == 0 {
+                return if filled == 0 {
+                    Ok(map)
+                } else {
+                    Err(io::Error::new(io::ErrorKind::InvalidData, "the snapshot ends inside a pair"))
+                };
+            }
         }
     }
 
@@ -126,6 +140,32 @@ pub mod snapshot {
                     "cut {cut}"
                 );
             }
+            Ok(())
+        }
+
+        #[test]
+        fn pairs_of_every_length_read_back_across_the_read_buffer() -> io::Result<()> {
+            let dir = crate::BenchDir::new("snapshot-lengths");
+            std::fs::create_dir_all(&dir.0)?;
+            // About 2.7 MB: pairs of 10 to 512 bytes, so pairs straddle each MiB boundary.
+            let pair = |id: u64| {
+                let mut key = id.to_be_bytes().to_vec();
+                key.resize(8 + (id % 248) as usize, 0xab);
+                (key, vec![(id % 251) as u8; (id * 7 % 256) as usize])
+            };
+            let mut buf = Vec::new();
+            for id in 0..10_000 {
+                let (key, value) = pair(id);
+                push(&mut buf, &key, &value)?;
+            }
+            assert!(buf.len() > 2 << 20, "{} bytes", buf.len());
+            write(&dir.0, &buf)?;
+            let map = read(&dir.0)?;
+            assert_eq!(map.len(), 10_000);
+            assert!((0..10_000).all(|id| {
+                let (key, value) = pair(id);
+                map.get(&key) == Some(&value)
+            }));
             Ok(())
         }
     }

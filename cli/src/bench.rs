@@ -304,7 +304,7 @@ fn hashmap_floor_in_child(args: &BenchArgs) -> Result<f64, CliError> {
 
 /// The full-snapshot restore baseline (T4's comparator), in seconds: the pairs of S keys
 /// serialized into one file (`cairn_benches::snapshot`, the criterion peer's format), then
-/// that file read whole into a `HashMap` and one key got (`.0`, beside cairn's first get),
+/// that file read into a `HashMap` and one key got (`.0`, beside cairn's first get),
 /// and every key got against the pair checksum (`.1`, beside cairn's read of all keys). The
 /// file is written through the local backend's `put_new`, as cairn writes its checkpoint
 /// segments, so that both restores read their bytes from the device rather than the page
