@@ -83,9 +83,10 @@ pub mod snapshot {
     pub fn read(dir: &Path) -> io::Result<HashMap<Vec<u8>, Vec<u8>>> {
         let mut file = File::open(dir.join(FILE))?;
         let len = usize::try_from(file.metadata()?.len()).unwrap_or(usize::MAX);
-        let mut map = HashMap::with_capacity(len / 118);
-        // Larger than any pair (2 + 255 + 255 bytes), so a pair is never split over more than
-        // two reads, and what is left unparsed after a read always leaves room for the next.
+        // Sized for pairs of the standard workload's 118 bytes (capped, should the file be huge).
+        let mut map = HashMap::with_capacity((len / 118).min(1 << 27));
+        // Larger than any pair (2 + 255 + 255 bytes), so what is left unparsed after a read
+        // (part of one pair) always leaves room for the next read.
         let mut buf = vec![0u8; 1 << 20];
         let mut filled = 0;
         loop {
