@@ -20,6 +20,7 @@ use cairn::storage::{manifest_name, segment_name, LocalStorage};
 use cairn::{CheckpointId, CheckpointRecord, Options, Outcome, SegmentId, Storage, Store};
 use cairn_benches::{key16, snapshot, value100};
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -279,26 +280,36 @@ pub fn hashmap_floor(keys: u64, dirty: u64, rounds: u64, zipf: Option<f64>) -> f
     median(&mut times)
 }
 
-/// [`hashmap_floor`] measured by this executable in a child process, so that its memory is
-/// not this process's.
-fn hashmap_floor_in_child(args: &BenchArgs) -> Result<f64, CliError> {
+/// Run this executable with `args` in a child process, so that its memory is not this
+/// process's, and read the numbers it prints; `what` names the process in errors.
+fn figures_of_child(what: &str, args: &[OsString]) -> Result<Vec<f64>, CliError> {
     let exe = std::env::current_exe().map_err(|e| io("this executable's path", e))?;
-    let mut cmd = std::process::Command::new(exe);
-    cmd.arg("bench-hashmap-floor")
-        .args(["--keys", &args.keys.to_string(), "--dirty", &args.dirty.to_string()])
-        .args(["--rounds", &args.rounds.to_string()]);
-    if let Some(z) = args.zipf {
-        cmd.arg(format!("--zipf={z}"));
-    }
-    let out = cmd.output().map_err(|e| io("the HashMap floor's process", e))?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    match text.trim().parse::<f64>() {
-        Ok(ms) if out.status.success() && ms > 0.0 => Ok(ms),
+    let out = std::process::Command::new(exe).args(args).output().map_err(|e| io(what, e))?;
+    let figures: Option<Vec<f64>> =
+        String::from_utf8_lossy(&out.stdout).split_whitespace().map(|w| w.parse().ok()).collect();
+    match figures {
+        Some(figures) if out.status.success() => Ok(figures),
         _ => Err(CliError::from(format!(
-            "the HashMap floor's process failed ({}): {}",
+            "{what} failed ({}): {}",
             out.status,
             String::from_utf8_lossy(&out.stderr).trim()
         ))),
+    }
+}
+
+/// [`hashmap_floor`] measured by this executable in a child process ([`figures_of_child`]).
+fn hashmap_floor_in_child(args: &BenchArgs) -> Result<f64, CliError> {
+    let what = "the HashMap floor's process";
+    let mut child = vec![OsString::from("bench-hashmap-floor")];
+    for (flag, value) in [("--keys", args.keys), ("--dirty", args.dirty), ("--rounds", args.rounds)] {
+        child.extend([flag.into(), value.to_string().into()]);
+    }
+    if let Some(z) = args.zipf {
+        child.push(format!("--zipf={z}").into());
+    }
+    match figures_of_child(what, &child)?[..] {
+        [ms] if ms > 0.0 => Ok(ms),
+        ref other => Err(CliError::from(format!("{what} printed {other:?}, not one time"))),
     }
 }
 
@@ -342,28 +353,20 @@ pub fn snapshot_floor(keys: u64, dir: &Path) -> Result<(f64, f64), CliError> {
     Ok((first_get_s, total_s))
 }
 
-/// [`snapshot_floor`] measured by this executable in a child process, so that neither its
-/// memory nor its heap's leftovers count toward cairn's peak RSS.
+/// [`snapshot_floor`] measured by this executable in a child process ([`figures_of_child`]),
+/// so that neither its memory nor its heap's leftovers count toward cairn's peak RSS.
 fn snapshot_floor_in_child(args: &BenchArgs) -> Result<(f64, f64), CliError> {
-    let exe = std::env::current_exe().map_err(|e| io("this executable's path", e))?;
-    let out = std::process::Command::new(exe)
-        .arg("bench-snapshot-floor")
-        .args(["--keys", &args.keys.to_string()])
-        .arg("--dir")
-        .arg(&args.dir)
-        .output()
-        .map_err(|e| io("the snapshot floor's process", e))?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let figures: Vec<f64> = text.split_whitespace().filter_map(|w| w.parse().ok()).collect();
-    match figures[..] {
-        [first_get_s, total_s] if out.status.success() && first_get_s > 0.0 && total_s >= first_get_s => {
-            Ok((first_get_s, total_s))
-        }
-        _ => Err(CliError::from(format!(
-            "the snapshot floor's process failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))),
+    let what = "the snapshot floor's process";
+    let child: [OsString; 5] = [
+        "bench-snapshot-floor".into(),
+        "--keys".into(),
+        args.keys.to_string().into(),
+        "--dir".into(),
+        args.dir.clone().into(),
+    ];
+    match figures_of_child(what, &child)?[..] {
+        [first_get_s, total_s] if first_get_s > 0.0 && total_s >= first_get_s => Ok((first_get_s, total_s)),
+        ref other => Err(CliError::from(format!("{what} printed {other:?}, not two times"))),
     }
 }
 

@@ -87,3 +87,31 @@ fn bench_refuses_an_existing_directory_and_bad_sizes() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The restore baseline's child process: two figures on success; where it cannot write its
+/// snapshot, a nonzero exit and a one-line error, which `cairn bench` passes on.
+#[test]
+fn the_snapshot_floor_prints_two_figures_or_fails_in_one_line() {
+    let dir = std::env::temp_dir().join(format!("cairn-cli-snapshot-floor-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let run = |at: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_cairn"))
+            .args(["bench-snapshot-floor", "--keys", "500", "--dir"])
+            .arg(at)
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let out = run(&dir);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let figures: Vec<f64> =
+        String::from_utf8_lossy(&out.stdout).split_whitespace().map(|w| w.parse().unwrap_or(f64::NAN)).collect();
+    assert!(matches!(figures[..], [first, total] if first > 0.0 && total >= first), "{figures:?}");
+    assert!(!dir.join("floor-snapshot").exists(), "the snapshot was left behind");
+    // A regular file where the snapshot's directory should go.
+    let file = dir.join("not-a-directory");
+    std::fs::write(&file, b"x").unwrap_or_else(|e| panic!("{e}"));
+    let out = run(&file);
+    assert!(!out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1, "one-line error");
+    std::fs::remove_dir_all(&dir).ok();
+}
